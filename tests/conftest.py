@@ -38,7 +38,7 @@ def weights_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    """Parity fixtures; ``LIPDUB_PARITY_DIR`` points the same tests at another set of this layout."""
+    """Parity fixtures; ``LIPDUB_PARITY_DIR`` points the tests at another set of this layout."""
     override = os.environ.get("LIPDUB_PARITY_DIR")
     path = Path(override) if override else SHARED_DIR / "fixtures" / "parity"
     return _require(path, "parity fixtures")

@@ -1,0 +1,108 @@
+"""The ``lipdub`` console script.
+
+Each command lives in its own small module listed in ``COMMAND_MODULES``. A command module has
+
+- ``add_parser(subparsers) -> argparse.ArgumentParser``: adds its sub-parser (and any sub-sub-
+  parsers) to the top-level ``subparsers`` and returns it;
+- ``run(args) -> int``: does the work and returns the exit code.
+
+``main`` calls the chosen module's ``run`` with the parsed arguments.
+
+Command modules import torch and the heavy parts of the pipeline inside ``run``, so that
+``lipdub --help`` answers at once.
+
+Errors a user can act on (``pipeline.errors.LipdubError``, ``models.weights.WeightsError``) are
+printed as one ``lipdub: error: <message>`` line on stderr with exit code 2; with ``LIPDUB_DEBUG``
+set they are re-raised to show the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from pipeline.errors import LipdubError
+
+# Add new commands (sync, dub, serve, train, qc, ...) here, one module each.
+COMMAND_MODULES = ("pipeline.cli_weights",)
+
+EXIT_USAGE = 2
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every command module's sub-parser.
+
+    Returns:
+        The ``lipdub`` argument parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="lipdub",
+        description="Self-hosted visual dubbing: Wav2Lip-compatible lip sync for whole films.",
+        epilog="Set LIPDUB_DEBUG=1 to see tracebacks instead of one-line errors.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.add_parser(subparsers).set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lipdub`` command line.
+
+    Arguments:
+        argv: the arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0 on success, 2 on a usage error or an error the user can act on,
+        130 when interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:  # "lipdub" alone: show the commands
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(run(args) or 0)
+    except BrokenPipeError:
+        # "lipdub weights list | head": the reader left; say nothing more on the closed pipe.
+        sys.stdout = open(os.devnull, "w")  # kept open: the interpreter flushes it at exit
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lipdub: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("LIPDUB_DEBUG") or not _is_user_error(exc):
+            raise
+        message = " ".join(str(exc).split())  # one line, whatever the exception put in
+        print(f"lipdub: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, LipdubError):
+        return True
+    # models.weights imports torch; look at it only if a command already imported it (if it was
+    # never imported, none of its errors can have been raised).
+    weights = sys.modules.get("models.weights")
+    return weights is not None and isinstance(exc, weights.WeightsError)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lipdub")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Batched Wav2Lip inference on face crops: the model call every larger flow repeats per shot."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from models.fuse import fold_batchnorm
+from models.wav2lip import Wav2Lip
+from models.weights import load_weights
+
+FACE_SIZE = 96
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_precision(device: torch.device) -> str:
+    """fp16 on a GPU (tensor cores); fp32 on a CPU (bf16 there is opt-in: it changes output)."""
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+class LipSyncModel:
+    """A Wav2Lip generator prepared for inference: BatchNorm folded, channels-last, on a device.
+
+    Arguments:
+        checkpoint: any checkpoint layout :func:`models.weights.load_weights` reads.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        precision: ``fp32``; ``bf16`` (autocast, CPUs with avx512_bf16 or GPUs); ``fp16`` (GPU).
+    """
+
+    def __init__(self, checkpoint: str | Path | None, *, device: str = "auto",
+                 precision: str | None = None, model: Wav2Lip | None = None):
+        self.device = resolve_device(device)
+        self.precision = precision or default_precision(self.device)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 needs a CUDA device; use --precision bf16 or fp32 on a CPU")
+        if model is None:
+            model = load_weights(Wav2Lip(), checkpoint)
+        model = fold_batchnorm(model).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last)
+        if self.precision == "fp16":
+            self.model = self.model.half()
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def __call__(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Redraw the lower halves of a batch of face crops.
+
+        Arguments:
+            mels: (B, 80, 16) mel chunks, one per crop.
+            faces: (B, 96, 96, 3) uint8 BGR crops.
+
+        Returns:
+            (B, 96, 96, 3) float32 BGR in [0, 255].
+        """
+        face = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device)
+        face = face.permute(0, 3, 1, 2).float().div_(255.0)
+        masked = face.clone()
+        masked[:, :, FACE_SIZE // 2 :] = 0  # the generator must not see the mouth it redraws
+        x = torch.cat([masked, face], dim=1).contiguous(memory_format=torch.channels_last)
+        mel = torch.from_numpy(np.ascontiguousarray(mels, dtype=np.float32))[:, None]
+        mel = mel.to(self.device)
+        if self.precision == "fp16":
+            x, mel = x.half(), mel.half()
+        with self._autocast():
+            out = self.model(mel, x)
+        return out.float().mul_(255.0).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def crop_face(frame_bgr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The 96x96 generator input for ``box`` (bilinear, as the reference's cv2.resize)."""
+    x0, y0, x1, y1 = box
+    return cv2.resize(frame_bgr[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def padded_box(box: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int):
+    """Integer crop box from a detection: pads (top, bottom, left, right) added, then clamped.
+
+    Returns None when the clamped box is empty (a face leaving the frame).
+    """
+    top, bottom, left, right = pads
+    x0 = int(round(max(0.0, box[0] - left)))
+    y0 = int(round(max(0.0, box[1] - top)))
+    x1 = int(round(min(float(width), box[2] + right)))
+    y1 = int(round(min(float(height), box[3] + bottom)))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    return x0, y0, x1, y1

@@ -1,0 +1,124 @@
+"""Probing and streaming decode of pictures with PyAV (one frame in memory at a time).
+
+Every frame keeps its own timestamp: variable-frame-rate and NTSC-rate sources are never forced
+onto a nominal frame rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .errors import MediaError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the picture stream of a file is.
+
+    Attributes:
+        path: the file.
+        width, height: frame size in pixels (display aspect follows ``sample_aspect_ratio``).
+        frame_count: frames the container announces (0 when it does not say).
+        average_rate: mean frame rate (None for a still image).
+        time_base: unit of the stream's timestamps.
+        start_time: first presentation time in seconds.
+        codec, pix_fmt: the stream's codec and pixel format names.
+        sample_aspect_ratio: pixel aspect (1 for square pixels).
+        has_audio: whether the file also carries an audio stream.
+        is_still: a single picture (jpg/png...), to be held for the length of the audio.
+    """
+
+    path: Path
+    width: int
+    height: int
+    frame_count: int
+    average_rate: Fraction | None
+    time_base: Fraction
+    start_time: float
+    codec: str
+    pix_fmt: str
+    sample_aspect_ratio: Fraction
+    has_audio: bool
+    is_still: bool
+
+
+def open_media(path: str | Path) -> av.container.InputContainer:
+    """Open ``path`` with PyAV, turning its errors into a :class:`MediaError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: the file is empty (0 bytes)")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise MediaError(
+            f"{path}: not a readable media file ({reason}); is it truncated or not a video?"
+        ) from exc
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Describe the first video stream of ``path``.
+
+    Raises:
+        MediaError: missing, unreadable, or no video stream.
+    """
+    path = Path(path)
+    with open_media(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: has no video stream (is it an audio file?)")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        is_still = path.suffix.lower() in IMAGE_SUFFIXES
+        start = stream.start_time * stream.time_base if stream.start_time is not None else 0
+        if not ctx.width or not ctx.height:
+            raise MediaError(f"{path}: the video stream has no frame size (corrupt header?)")
+        return VideoInfo(
+            path=path,
+            width=ctx.width,
+            height=ctx.height,
+            frame_count=int(stream.frames or 0),
+            average_rate=None if is_still else stream.average_rate,
+            time_base=stream.time_base or Fraction(1, 25),
+            start_time=float(start),
+            codec=ctx.name,
+            pix_fmt=ctx.format.name if ctx.format else "unknown",
+            sample_aspect_ratio=ctx.sample_aspect_ratio or Fraction(1),
+            has_audio=bool(container.streams.audio),
+            is_still=is_still,
+        )
+
+
+def iter_video_frames(path: str | Path, *, threads: bool = True) -> Iterator[av.VideoFrame]:
+    """Decode the first video stream frame by frame, in presentation order.
+
+    Raises:
+        MediaError: when decoding fails part-way (a truncated or corrupt file), naming the frame.
+    """
+    path = Path(path)
+    with open_media(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        if threads:
+            stream.thread_type = "AUTO"
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                yield frame
+                index += 1
+        except av.error.FFmpegError as exc:
+            raise MediaError(
+                f"{path}: decoding failed at frame {index} ({exc.strerror or exc}); "
+                "the file is truncated or corrupt"
+            ) from exc
+    if index == 0:
+        raise MediaError(f"{path}: no picture could be decoded (truncated or empty video stream)")

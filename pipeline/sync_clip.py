@@ -1,0 +1,400 @@
+"""``lipdub sync``: lip-sync one clip (or a still) to a dub audio track, streaming.
+
+Two passes over the picture keep memory flat in clip length: pass 1 decodes, reads every
+frame's timestamp and detects faces on small copies of keyframes; pass 2 decodes again, runs the
+generator in batches and composites, while a writer thread encodes. Between stages there are
+bounded queues only; no list of frames is ever held.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from .audio import MEL_STEP_SIZE, mel_chunk_start_at, melspectrogram, read_audio
+from .composite import composite_face
+from .encode import VideoWriter
+from .errors import LipdubError, MediaError
+from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
+from .frames import frame_from_planes, is_planar_yuv, patch_frame, plane_arrays, to_bgr
+from .lipsync import LipSyncModel, crop_face, padded_box
+from .media import VideoInfo, iter_video_frames, probe_video
+
+
+@dataclass
+class SyncOptions:
+    """Settings of one ``lipdub sync`` run (the CLI flags, one to one)."""
+
+    checkpoint: Path | None = None
+    face: str = "largest"  # largest | index | point | box
+    face_index: int = 0
+    face_point: tuple[float, float] | None = None
+    face_box: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2: no detection at all
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right (reference's)
+    batch_size: int = 32
+    device: str = "auto"
+    precision: str | None = None
+    smooth: bool = True
+    smooth_window: int = 5
+    detect_every: int = 2
+    detect_max_side: int = 480
+    detector: str | None = None  # registry name or file of a RetinaFace checkpoint
+    codec: str | None = None
+    still_fps: float = 25.0
+    match_colour: bool = True
+    overwrite: bool = False
+    progress: bool | None = None  # None: on when stderr is a terminal
+
+
+@dataclass
+class RunSummary:
+    """What a run did; written as JSON beside the output."""
+
+    input: str
+    audio: str
+    output: str
+    frames: int = 0
+    frames_synced: int = 0
+    frames_passed_through: int = 0
+    passed_through_ranges: list[list[int]] = field(default_factory=list)
+    keyframes_detected: int = 0
+    keyframes_with_faces: int = 0
+    face_tracks: int = 0
+    chosen_tracks: list[int] = field(default_factory=list)
+    audio_report: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    frames_per_second: float = 0.0
+    device: str = ""
+    precision: str = ""
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class FrameTimes:
+    """Presentation times (s) of every frame and what is needed to re-time a still."""
+
+    times: np.ndarray
+    time_base: Fraction
+    frame_duration: float
+
+    @property
+    def duration(self) -> float:
+        return float(self.times[-1] - self.times[0] + self.frame_duration) if len(self.times) else 0
+
+
+def _progress(enabled: bool | None, **kw) -> tqdm:
+    return tqdm(disable=not (sys.stderr.isatty() if enabled is None else enabled), **kw)
+
+
+def _check_paths(video: Path, audio: Path, output: Path, overwrite: bool) -> None:
+    for path, what in ((video, "video"), (audio, "audio")):
+        if not Path(path).is_file():
+            raise MediaError(f"{path}: {what} file not found")
+    if output.resolve() in (video.resolve(), audio.resolve()):
+        raise LipdubError(f"{output}: the output would overwrite an input; choose another name")
+    if output.exists() and not overwrite:
+        raise LipdubError(f"{output}: already exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise LipdubError(f"{output.parent}: output folder does not exist")
+
+
+def still_frames(info: VideoInfo, count: int, fps: float) -> Iterator[av.VideoFrame]:
+    """The single picture of a still input as ``count`` frames at ``fps`` (pts 0, 1, 2...)."""
+    frame = next(iter_video_frames(info.path))
+    # Planar YUV so that frames can be patched; 4:4:4 when the size is odd (no 4:2:0 then).
+    fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
+    base = frame.reformat(format=fmt)
+    base.time_base = still_time_base(fps)
+    planes = plane_arrays(base)
+    for i in range(count):
+        base.pts = i
+        yield frame_from_planes(planes, base)  # a new frame each time: frames queue up
+
+
+def still_time_base(fps: float) -> Fraction:
+    return 1 / Fraction(fps).limit_denominator(1001)
+
+
+def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions):
+    """Pass 1: every frame's time, and detections on every ``detect_every``-th frame.
+
+    Detection runs on a copy scaled (by libswscale, in the same pass as the colour conversion)
+    so that its long side is ``detect_max_side``; boxes are mapped back to frame pixels.
+
+    Returns:
+        (FrameTimes, [(frame index, Detections)]).
+    """
+    times: list[float] = []
+    detections: list = []
+    keyframes: list[tuple[int, np.ndarray]] = []
+    scale = min(1.0, options.detect_max_side / max(info.width, info.height))
+    small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
+    back = (info.width / small_w, info.height / small_h)
+
+    def detect_keyframes():
+        found = detect([image for _, image in keyframes])
+        detections.extend((index, _rescale(d, *back)) for (index, _), d in zip(keyframes, found))
+        keyframes.clear()
+
+    bar = _progress(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
+    with bar:
+        for index, frame in enumerate(iter_video_frames(info.path)):
+            times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
+            if detect is not None and index % options.detect_every == 0:
+                keyframes.append((index, to_bgr(frame, small_w, small_h)))
+                if len(keyframes) == 16:
+                    detect_keyframes()
+            bar.update()
+        if keyframes:
+            detect_keyframes()
+    times_arr = np.asarray(times, dtype=np.float64)
+    steps = np.diff(times_arr)
+    if len(steps):
+        frame_duration = float(np.median(steps))
+    else:
+        frame_duration = float(1 / info.average_rate) if info.average_rate else 1 / 25
+    return FrameTimes(times_arr, info.time_base, frame_duration), detections
+
+
+def _rescale(dets, sx: float, sy: float):
+    from models.face_detector import Detections
+
+    scale = np.array([sx, sy, sx, sy], np.float32)
+    return Detections(dets.boxes * scale, dets.scores, dets.landmarks * np.array([sx, sy]))
+
+
+def plan_boxes(n_frames: int, detections, options: SyncOptions, info: VideoInfo):
+    """Per-frame integer crop boxes (None where no face) and the tracks chosen."""
+    if options.face == "box":
+        boxes = np.tile(np.asarray(options.face_box, float), (n_frames, 1))
+        return [padded_box(b, (0, 0, 0, 0), info.width, info.height) for b in boxes], [], 0
+    every = options.detect_every
+    tracks = link_tracks(detections, max_gap=max(2 * every, 12))
+    pieces = choose_face(tracks, mode=options.face, index=options.face_index,
+                         point=options.face_point)
+    raw = face_boxes(pieces, n_frames, hold=every - 1, max_gap=max(2 * every, 12))
+    if options.smooth:
+        raw = smooth_boxes(raw, options.smooth_window)
+    plan = [None if np.isnan(b[0]) else padded_box(b, options.pads, info.width, info.height)
+            for b in raw]
+    return plan, [t.track_id for t in pieces], len(tracks)
+
+
+def _threaded(items: Iterator, maxsize: int) -> Iterator:
+    """Run an iterator in a thread behind a bounded queue (decode overlaps inference)."""
+    q: queue.Queue = queue.Queue(maxsize=maxsize)
+    done = object()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+
+
+def _passed_ranges(plan) -> list[list[int]]:
+    missing = np.array([b is None for b in plan] + [False])
+    edges = np.flatnonzero(np.diff(np.r_[False, missing].astype(int)))
+    return [[int(a), int(b) - 1] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
+              options: SyncOptions, *, model: LipSyncModel | None = None,
+              detector=None) -> RunSummary:
+    """Lip-sync ``video`` (or a still picture) to ``audio`` and write ``output``.
+
+    Arguments:
+        video, audio, output: paths; the output's extension picks the container.
+        options: see :class:`SyncOptions`.
+        model, detector: already-loaded ones (a flow reuses them across shots).
+
+    Returns:
+        The :class:`RunSummary` (also written to ``output`` + ``.json``).
+
+    Raises:
+        MediaError, AudioError, LipdubError, models.weights.WeightsError: bad input, before any
+        output is written; nothing is left behind on failure.
+    """
+    video, audio, output = Path(video), Path(audio), Path(output)
+    clock = {"start": time.perf_counter()}
+    _check_paths(video, audio, output, options.overwrite)
+    info = probe_video(video)
+    dub = read_audio(audio)
+    if options.face == "box" and options.face_box is None:
+        raise LipdubError("--face box needs --box x1,y1,x2,y2")
+    if model is None:
+        model = LipSyncModel(options.checkpoint, device=options.device,
+                             precision=options.precision)
+    if detector is None and options.face != "box":
+        from .detector import load_face_detector
+
+        detector = load_face_detector(options.detector, device=model.device)
+    clock["loaded"] = time.perf_counter()
+
+    if info.is_still:
+        count = max(1, math.ceil(dub.duration * options.still_fps))
+        frame_duration = 1.0 / options.still_fps
+        tb = still_time_base(options.still_fps)
+        times = FrameTimes(np.arange(count) * frame_duration, tb, frame_duration)
+        first = next(still_frames(info, 1, options.still_fps))
+        dets = [] if detector is None else [(0, detector.detect([to_bgr(first)])[0])]
+        # One picture: its detection stands for every keyframe of the still "clip".
+        detections = [(i, d) for _, d in dets for i in range(0, count, options.detect_every)]
+        frames: Callable[[], Iterator] = lambda: still_frames(info, count, options.still_fps)  # noqa: E731
+        time_base, rate = tb, 1 / tb
+    else:
+        times, detections = scan_video(info, None if detector is None else detector.detect, options)
+        frames = lambda: iter_video_frames(info.path)  # noqa: E731
+        time_base, rate = info.time_base, info.average_rate
+    clock["scanned"] = time.perf_counter()
+    n_frames = len(times.times)
+    plan, chosen, n_tracks = plan_boxes(n_frames, detections, options, info)
+
+    # The dub starts with the first picture; silence stands in where it is shorter.
+    samples = dub.samples
+    needed = int(math.ceil(times.duration * dub.sample_rate)) + dub.sample_rate // 5
+    if len(samples) < needed:
+        samples = np.concatenate([samples, np.zeros(needed - len(samples), np.float32)])
+    mel = melspectrogram(samples)
+    t0 = times.times[0]
+    chunk_starts = [mel_chunk_start_at(t - t0, mel.shape[1]) for t in times.times]
+
+    summary = RunSummary(str(video), str(audio), str(output), frames=n_frames,
+                         device=str(model.device), precision=model.precision,
+                         settings={k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(
+                             v, Path) else v) for k, v in asdict(options).items()})
+    writer = VideoWriter(output, width=info.width, height=info.height, time_base=time_base,
+                         average_rate=rate, codec=options.codec,
+                         source_pix_fmt="yuv420p" if info.is_still else info.pix_fmt,
+                         sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
+                         audio_start=float(t0), duration=times.duration)
+    try:
+        synced = _render(frames(), plan, mel, chunk_starts, model, writer, options, n_frames)
+        audio_report = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    clock["rendered"] = time.perf_counter()
+
+    summary.frames_synced = synced
+    summary.frames_passed_through = n_frames - synced
+    summary.passed_through_ranges = _passed_ranges(plan)
+    summary.keyframes_detected = len(detections)
+    summary.keyframes_with_faces = sum(1 for _, d in detections if len(d))
+    summary.face_tracks = n_tracks
+    summary.chosen_tracks = chosen
+    summary.audio_report = asdict(audio_report) if audio_report else {}
+    total = clock["rendered"] - clock["start"]
+    summary.timings = {
+        "load_s": round(clock["loaded"] - clock["start"], 3),
+        "scan_s": round(clock["scanned"] - clock["loaded"], 3),
+        "render_s": round(clock["rendered"] - clock["scanned"], 3),
+        "total_s": round(total, 3),
+    }
+    summary.frames_per_second = round(n_frames / total, 2) if total > 0 else 0.0
+    summary_path = output.with_name(output.name + ".json")
+    summary_path.write_text(json.dumps(asdict(summary), indent=2))
+    return summary
+
+
+def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,
+            writer: VideoWriter, options: SyncOptions, n_frames: int) -> int:
+    """Pass 2: decode, batch the face crops through the generator, composite and encode."""
+    results: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+    bar = _progress(options.progress, total=n_frames, desc="lipsync", unit="fr")
+
+    def write_loop():
+        try:
+            while (item := results.get()) is not None:
+                pending, preds = item
+                for (frame, bgr, box), pred in zip(pending, preds):
+                    if box is not None and is_planar_yuv(frame):
+                        x0, y0, x1, y1 = box
+                        blended, mask = composite_face(bgr[y0:y1, x0:x1], pred,
+                                                       match_colour=options.match_colour)
+                        bgr[y0:y1, x0:x1] = blended
+                        frame = patch_frame(frame, bgr, box, mask)
+                    writer.write(frame)
+                    bar.update()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the producer
+            errors.append(exc)
+            while results.get() is not None:
+                pass
+
+    thread = threading.Thread(target=write_loop, daemon=True)
+    thread.start()
+    synced = 0
+    pending: list = []  # (frame index, frame, bgr, box) in presentation order
+
+    def flush():
+        nonlocal synced
+        faces = [i for i, item in enumerate(pending) if item[3] is not None]
+        preds: list = [None] * len(pending)
+        if faces:
+            crops = np.stack([crop_face(pending[i][2], pending[i][3]) for i in faces])
+            mels = np.stack([mel[:, chunk_starts[pending[i][0]]:][:, :MEL_STEP_SIZE]
+                             for i in faces])
+            for i, pred in zip(faces, model(mels, crops)):
+                preds[i] = pred
+            synced += len(faces)
+        if errors:
+            raise errors[0]
+        results.put(([item[1:] for item in pending], preds))
+        pending.clear()
+
+    try:
+        with bar:
+            n_faces = 0
+            for index, frame in enumerate(_threaded(frames, maxsize=options.batch_size)):
+                if index >= n_frames:
+                    break
+                box = plan[index]
+                pending.append((index, frame, to_bgr(frame) if box else None, box))
+                n_faces += box is not None
+                # Faceless stretches are flushed too, so the writer never waits on a long gap.
+                if n_faces >= options.batch_size or len(pending) >= 4 * options.batch_size:
+                    flush()
+                    n_faces = 0
+            if pending:
+                flush()
+    finally:
+        results.put(None)
+        thread.join()
+    if errors:
+        raise errors[0]
+    return synced
