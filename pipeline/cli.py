@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pipeline.errors import LipdubError
 
 # Add new commands (sync, dub, serve, train, qc, ...) here, one module each.
-COMMAND_MODULES = ("pipeline.cli_weights",)
+COMMAND_MODULES = ("pipeline.cli_weights", "pipeline.cli_sync")
 
 EXIT_USAGE = 2
 EXIT_ERROR = 2

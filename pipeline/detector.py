@@ -9,7 +9,7 @@ from models.face_detector import FaceDetector
 from models.weights import read_state_dict, sha256_file
 
 from .errors import RegistryError
-from .weights_registry import WeightsEntry, cache_dir, get_entry, list_entries
+from .weights_registry import WeightsEntry, get_entry, list_entries, resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,7 @@ def resolve_detector(name_or_path: str | Path | None) -> tuple[Path, WeightsEntr
     entry = get_entry(str(name_or_path))
     if entry.family != "retinaface":
         raise RegistryError(f"{entry.name} is a {entry.family} checkpoint, not a face detector")
-    cached = cache_dir() / entry.file
-    if not cached.is_file():
-        raise RegistryError(
-            f"face detector {entry.name} is not downloaded ({cached} missing); run "
-            f"`lipdub weights download {entry.name}` or pass --detector FILE"
-        )
-    return cached, entry
+    return resolve_weights_file(entry.name), entry
 
 
 def load_face_detector(name_or_path: str | Path | None = None, *, device="cpu",

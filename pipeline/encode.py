@@ -170,12 +170,15 @@ class VideoWriter:
         audio: dub audio file to mux, or None.
         audio_start: presentation time of the first picture, where the dub audio starts.
         duration: the picture's length in seconds; the audio is cut or padded to it.
+        colour: the source's ``colorspace``, ``color_range``, ``color_primaries`` and
+            ``color_trc`` tags, carried over so players convert the output as they did the source.
     """
 
     def __init__(self, output: Path, *, width: int, height: int, time_base: Fraction,
                  average_rate: Fraction | None, codec: str | None, source_pix_fmt: str,
                  sample_aspect_ratio: Fraction = Fraction(1), audio: Path | None = None,
-                 audio_start: float = 0.0, duration: float = 0.0):
+                 audio_start: float = 0.0, duration: float = 0.0,
+                 colour: dict[str, int] | None = None):
         self.output = Path(output)
         suffix = self.output.suffix.lower()
         if suffix not in DEFAULT_VIDEO_CODEC:
@@ -194,6 +197,9 @@ class VideoWriter:
         self.stream.pix_fmt = pix_fmt or source_pix_fmt
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
+        for tag, value in (colour or {}).items():
+            if value:
+                setattr(self.stream.codec_context, tag, value)
         if sample_aspect_ratio and sample_aspect_ratio != 1:
             self.stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         self.pix_fmt = self.stream.pix_fmt

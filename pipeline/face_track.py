@@ -15,6 +15,8 @@ import numpy as np
 
 from models.face_detector import Detections
 
+from .errors import LipdubError
+
 
 @dataclass
 class FaceTrack:
@@ -207,7 +209,7 @@ def choose_face(
 
         best = max(groups, key=hits)
         return best if hits(best) > 0 else []
-    raise ValueError(f"unknown face choice {mode!r}: use largest, index, point or box")
+    raise LipdubError(f"unknown face choice {mode!r}: use largest, index, point or box")
 
 
 def face_boxes(pieces: Sequence[FaceTrack], n_frames: int, *, hold: int, max_gap: int):

@@ -13,6 +13,9 @@ from models.fuse import fold_batchnorm
 from models.wav2lip import Wav2Lip
 from models.weights import load_weights
 
+from .errors import LipdubError
+from .weights_registry import resolve_weights_file
+
 FACE_SIZE = 96
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -21,7 +24,13 @@ def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` is CUDA when present, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise LipdubError(f"--device {device!r}: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LipdubError(f"--device {device}: no CUDA GPU is available here; use cpu or auto")
+    return resolved
 
 
 def default_precision(device: torch.device) -> str:
@@ -43,11 +52,13 @@ class LipSyncModel:
         self.device = resolve_device(device)
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise LipdubError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 needs a CUDA device; use --precision bf16 or fp32 on a CPU")
+            raise LipdubError("fp16 needs a CUDA device; use --precision bf16 or fp32 on a CPU")
         if model is None:
-            model = load_weights(Wav2Lip(), checkpoint)
+            if checkpoint is None:
+                raise LipdubError("no generator checkpoint given (--checkpoint FILE or NAME)")
+            model = load_weights(Wav2Lip(), resolve_weights_file(checkpoint))
         model = fold_batchnorm(model).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         if self.precision == "fp16":

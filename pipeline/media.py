@@ -15,6 +15,7 @@ import av
 
 from .errors import MediaError
 
+COLOUR_TAGS = ("colorspace", "color_range", "color_primaries", "color_trc")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -31,6 +32,7 @@ class VideoInfo:
         start_time: first presentation time in seconds.
         codec, pix_fmt: the stream's codec and pixel format names.
         sample_aspect_ratio: pixel aspect (1 for square pixels).
+        colour: colour tags (colorspace, color_range, color_primaries, color_trc) as libav numbers.
         has_audio: whether the file also carries an audio stream.
         is_still: a single picture (jpg/png...), to be held for the length of the audio.
     """
@@ -45,6 +47,7 @@ class VideoInfo:
     codec: str
     pix_fmt: str
     sample_aspect_ratio: Fraction
+    colour: dict
     has_audio: bool
     is_still: bool
 
@@ -92,6 +95,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             codec=ctx.name,
             pix_fmt=ctx.format.name if ctx.format else "unknown",
             sample_aspect_ratio=ctx.sample_aspect_ratio or Fraction(1),
+            colour={tag: int(getattr(ctx, tag) or 0) for tag in COLOUR_TAGS},
             has_audio=bool(container.streams.audio),
             is_still=is_still,
         )

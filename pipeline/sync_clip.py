@@ -301,7 +301,8 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
                          average_rate=rate, codec=options.codec,
                          source_pix_fmt="yuv420p" if info.is_still else info.pix_fmt,
                          sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
-                         audio_start=float(t0), duration=times.duration)
+                         audio_start=float(t0), duration=times.duration,
+                         colour=None if info.is_still else info.colour)
     try:
         synced = _render(frames(), plan, mel, chunk_starts, model, writer, options, n_frames)
         audio_report = writer.close()

@@ -427,3 +427,29 @@ def _problems(
     if entry.format is not None and fmt != entry.format:
         problems.append(f"format is {fmt}, {entry.name} is {entry.format}")
     return problems
+
+
+def resolve_weights_file(name_or_path: str | os.PathLike) -> Path:
+    """A checkpoint given as a file path or as a registry name (looked up in the cache).
+
+    Raises:
+        RegistryError: neither an existing file nor a downloaded registry entry; the message
+            says how to get it.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    names = {entry.name for entry in list_entries()}
+    if str(name_or_path) not in names:
+        raise RegistryError(
+            f"{name_or_path}: no such file, and not a registry name "
+            f"(known: {', '.join(sorted(names))})"
+        )
+    entry = get_entry(str(name_or_path))
+    cached = cache_dir() / entry.file
+    if not cached.is_file():
+        raise RegistryError(
+            f"{entry.name} is not downloaded ({cached} missing); run "
+            f"`lipdub weights download {entry.name}` or pass the file's path"
+        )
+    return cached
