@@ -17,6 +17,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from .errors import AudioError, MediaError
+from .media import open_media
 
 SAMPLE_RATE = 16000
 N_FFT = 800
@@ -56,16 +57,6 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found")
-    try:
-        return av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: not a readable media file ({exc.strerror or exc})") from exc
-
-
 def read_audio(path: str | Path, sample_rate: int | None = SAMPLE_RATE) -> Audio:
     """Decode the first audio stream of any audio or video file to mono float32.
 
@@ -84,7 +75,7 @@ def read_audio(path: str | Path, sample_rate: int | None = SAMPLE_RATE) -> Audio
         AudioError: no audio stream, or no samples in it.
     """
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream; give the dub audio as a separate file")
         stream = container.streams.audio[0]
@@ -128,7 +119,7 @@ def read_pcm16_mono_16k(path: str | Path) -> np.ndarray:
     MFCCs are sensitive to the resampler (see the parity fixtures' README).
     """
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)

@@ -67,6 +67,9 @@ class AudioTrack:
         self.rate = in_stream.rate or 48000
         self.stream = container.add_stream(codec, rate=self.rate, layout=layout)
         self.stream.time_base = Fraction(1, self.rate)
+        # Count the encoder's timestamps in samples: Matroska's 1/1000 stream time base must not
+        # become the encoder's, or sample timestamps get rescaled twice.
+        self.stream.codec_context.time_base = Fraction(1, self.rate)
         # Open the encoder now: the container header is written at the first muxed video packet,
         # and a stream whose encoder opens after that cannot be described in it any more.
         self.stream.codec_context.open()
@@ -88,7 +91,7 @@ class AudioTrack:
 
     def _emit(self, frame: av.AudioFrame) -> None:
         frame.pts = self.first_sample + self.written
-        frame.time_base = self.stream.time_base
+        frame.time_base = Fraction(1, self.rate)  # not the stream's: Matroska changes it to 1/1000
         self.written += frame.samples
         self._encode(frame)
 

@@ -195,6 +195,11 @@ def choose_face(
     groups = group_faces(tracks)
     if not groups:
         return []
+    # A face seen on only a few keyframes is a passer-by or a false detection: it must not
+    # shift the left-to-right count or win "largest" by one big spurious box.
+    keyframes = len({f for t in tracks for f in t.frames})
+    steady = [g for g in groups if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)]
+    groups = steady or groups
     if mode == "largest":
         return max(groups, key=lambda g: sum(t.mean_area * len(t.frames) for t in g))
     if mode == "index":

@@ -73,6 +73,8 @@ class RunSummary:
     keyframes_with_faces: int = 0
     face_tracks: int = 0
     chosen_tracks: list[int] = field(default_factory=list)
+    # [frame, x0, y0, x1, y1] for every synced frame (exclusive x1, y1)
+    face_boxes: list[list[int]] = field(default_factory=list)
     audio_report: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     frames_per_second: float = 0.0
@@ -318,6 +320,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     summary.keyframes_with_faces = sum(1 for _, d in detections if len(d))
     summary.face_tracks = n_tracks
     summary.chosen_tracks = chosen
+    summary.face_boxes = [[i, *box] for i, box in enumerate(plan) if box is not None]
     summary.audio_report = asdict(audio_report) if audio_report else {}
     total = clock["rendered"] - clock["start"]
     summary.timings = {

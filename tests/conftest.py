@@ -42,3 +42,32 @@ def parity_dir() -> Path:
     override = os.environ.get("LIPDUB_PARITY_DIR")
     path = Path(override) if override else SHARED_DIR / "fixtures" / "parity"
     return _require(path, "parity fixtures")
+
+
+@pytest.fixture(scope="session")
+def make_weights(parity_dir: Path):
+    """The fixture set's make_weights.py module (deterministic synthetic weights)."""
+    import importlib.util
+
+    source = parity_dir.parent / "make_weights.py"
+    spec = importlib.util.spec_from_file_location("make_weights", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def synthetic_generator(make_weights, parity_dir: Path, tmp_path_factory) -> Path:
+    """A Wav2Lip generator checkpoint in the official training layout, synthetic weights."""
+    import torch
+
+    state = make_weights.build_state_dict(str(parity_dir.parent / "wav2lip.keys"), 1234)
+    path = tmp_path_factory.mktemp("weights") / "wav2lip_synthetic.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "global_step": 0,
+                "global_epoch": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def detector_weights(weights_dir: Path) -> Path:
+    return weights_dir / "retinaface_mobilenet0.25_pytorch_retinaface.pth"

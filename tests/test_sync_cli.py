@@ -1,0 +1,167 @@
+"""``lipdub sync`` from the command line: A/V alignment per container, and bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+
+VFR = "video/talkinghead_man_suit_VFR__vretalk_face1.mp4"  # first picture at 0.033 s
+BURSTS = (0.5, 1.5, 2.5)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    with av.open(str(path), "w") as f:
+        stream = f.add_stream("pcm_s16le", rate=rate, layout="mono")
+        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            f.mux(packet)
+        f.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def burst_dub(tmp_path_factory) -> Path:
+    """Silence with three sharp noise bursts at known times (48 kHz mono, 3 s)."""
+    rate = 48000
+    samples = np.zeros(3 * rate)
+    rng = np.random.default_rng(0)
+    for t in BURSTS:
+        start = int(t * rate)
+        samples[start : start + 2400] = rng.uniform(-0.6, 0.6, 2400)
+    return write_wav(tmp_path_factory.mktemp("dub") / "bursts.wav", samples, rate)
+
+
+def sync_args(media_dir, video, audio, out, checkpoint, detector, *extra) -> list[str]:
+    return ["sync", str(video), str(audio), "-o", str(out), "--checkpoint", str(checkpoint),
+            "--detector", str(detector), "--no-progress", *extra]
+
+
+def onsets(path: Path) -> tuple[float, list[float]]:
+    """First picture time, and the times where each burst starts in the output's audio."""
+    with av.open(str(path)) as c:
+        first_picture = float(next(c.decode(video=0)).time)
+    with av.open(str(path)) as c:
+        frames = list(c.decode(audio=0))
+    rate = frames[0].sample_rate
+    start = float(frames[0].pts * frames[0].time_base)
+    to_float = av.AudioResampler(format="fltp")  # FLAC decodes to integers, AAC to floats
+    samples = np.concatenate(
+        [g.to_ndarray().mean(axis=0) for f in frames for g in to_float.resample(f)]
+    )
+    loud = np.abs(samples) > 0.1
+    found = []
+    for burst in BURSTS:
+        lo = int((burst - 0.3 + first_picture - start) * rate)
+        found.append(start + (lo + int(np.argmax(loud[lo:]))) / rate)
+    return first_picture, found
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_audio_stays_aligned_with_the_first_picture(
+    suffix, media_dir, tmp_path, synthetic_generator, detector_weights, burst_dub, capsys
+):
+    out = tmp_path / f"aligned{suffix}"
+    args = sync_args(media_dir, media_dir / VFR, burst_dub, out, synthetic_generator,
+                     detector_weights, "--box", "200,150,500,520")
+    assert main(args) == 0
+    first_picture, found = onsets(out)
+    assert first_picture == pytest.approx(0.0333, abs=1e-3)
+    for burst, at in zip(BURSTS, found):
+        # An encoder priming left in (a 21-44 ms shift) or a start at 0 instead of the first
+        # picture (33 ms) would fail this.
+        assert at - first_picture == pytest.approx(burst, abs=0.004), (suffix, burst, at)
+
+
+def test_long_dub_is_cut_and_reported(media_dir, tmp_path, synthetic_generator,
+                                      detector_weights, capsys):
+    out = tmp_path / "cut.mkv"
+    dub = media_dir / "audio/en_ljspeech_LJ001-0001__coqui.wav"  # 9.66 s on a 6.1 s clip
+    assert main(sync_args(media_dir, media_dir / VFR, dub, out, synthetic_generator,
+                          detector_weights, "--box", "200,150,500,520")) == 0
+    report = capsys.readouterr().out
+    assert '"audio_cut_s": 3.' in report
+    with av.open(str(out)) as c:
+        audio = c.streams.audio[0]
+        frames = list(c.decode(audio))
+        seconds = sum(f.samples for f in frames) / frames[0].sample_rate
+    assert seconds == pytest.approx(135 / (135 / 6.11), abs=0.1)
+
+
+def html_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "wav2lip_gan.pth"
+    path.write_text("<!DOCTYPE html><html><body>This link has expired</body></html>")
+    return path
+
+
+def truncated_mp4(media_dir: Path, tmp_path: Path) -> Path:
+    data = (media_dir / "video/talkinghead_woman_flag__vretalk_face3.mp4").read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def empty_wav(media_dir: Path, tmp_path: Path) -> Path:
+    """A valid WAV header with no samples."""
+    path = tmp_path / "empty.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+    return path
+
+
+CASES = {
+    "missing video": (lambda m, t: t / "nope.mp4", None, None, "not found"),
+    "not media": (lambda m, t: (t / "notes.mp4").write_text("hello\n" * 100) and t / "notes.mp4",
+                  None, None, "not a readable media file"),
+    "no video stream": (lambda m, t: m / "audio/speech_48k_stereo__vretalk_audio2.wav", None,
+                        None, "no video stream"),
+    "truncated mp4": (truncated_mp4, None, None, "truncated"),
+    "empty audio": (None, empty_wav, None, "no samples"),
+    "zero-byte audio": (None, lambda m, t: (t / "zero.wav").write_bytes(b"") or t / "zero.wav",
+                        None, "empty"),
+    "html checkpoint": (None, None, lambda m, t: html_checkpoint(t), "HTML"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_clear_line_and_leaves_nothing(
+    case, media_dir, tmp_path, synthetic_generator, detector_weights, capsys
+):
+    make_video, make_audio, make_ckpt, message = CASES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    video = make_video(media_dir, work) if make_video else media_dir / VFR
+    default_audio = media_dir / "audio/en_vctk_p240__rtvc.mp3"
+    audio = make_audio(media_dir, work) if make_audio else default_audio
+    ckpt = make_ckpt(media_dir, work) if make_ckpt else synthetic_generator
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    before = sorted(p.name for p in work.iterdir()) if work.exists() else []
+    rc = main(sync_args(media_dir, video, audio, out_dir / "out.mp4", ckpt, detector_weights))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("lipdub: error:") and "\n" not in err, err
+    assert message.lower() in err.lower(), err
+    assert list(out_dir.iterdir()) == []  # no output, no partial file, no summary
+    assert sorted(p.name for p in work.iterdir()) == before  # inputs untouched
+
+
+def test_inputs_are_never_overwritten(media_dir, tmp_path, synthetic_generator,
+                                      detector_weights, capsys):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(media_dir / VFR, video)
+    before = video.read_bytes()
+    rc = main(sync_args(media_dir, video, media_dir / "audio/en_vctk_p240__rtvc.mp3", video,
+                        synthetic_generator, detector_weights))
+    assert rc == 2 and "overwrite an input" in capsys.readouterr().err
+    assert video.read_bytes() == before
