@@ -26,8 +26,12 @@ from collections.abc import Sequence
 
 from pipeline.errors import LipdubError
 
-# Add new commands (sync, dub, serve, train, qc, ...) here, one module each.
-COMMAND_MODULES = ("pipeline.cli_weights", "pipeline.cli_sync")
+# Add new commands here, one module each. The CLI is the top layer: it may reach training's
+# command modules (by name, lazily), while pipeline's own modules never import training.
+COMMAND_MODULES = (
+    "pipeline.cli_weights", "pipeline.cli_sync", "pipeline.cli_dub", "pipeline.cli_serve",
+    "training.cli_prepare", "training.cli_train", "training.cli_evaluate",
+)
 
 EXIT_USAGE = 2
 EXIT_ERROR = 2

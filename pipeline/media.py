@@ -101,8 +101,20 @@ def probe_video(path: str | Path) -> VideoInfo:
         )
 
 
-def iter_video_frames(path: str | Path, *, threads: bool = True) -> Iterator[av.VideoFrame]:
+def iter_video_frames(
+    path: str | Path,
+    *,
+    threads: bool = True,
+    start_time: float | None = None,
+    end_time: float | None = None,
+) -> Iterator[av.VideoFrame]:
     """Decode the first video stream frame by frame, in presentation order.
+
+    Arguments:
+        path: the file.
+        threads: let libavcodec decode with frame/slice threads.
+        start_time, end_time: only frames shown in ``[start_time, end_time)`` (seconds, as
+            ``frame.pts * time_base``); the decoder seeks to the keyframe before ``start_time``.
 
     Raises:
         MediaError: when decoding fails part-way (a truncated or corrupt file), naming the frame.
@@ -114,9 +126,22 @@ def iter_video_frames(path: str | Path, *, threads: bool = True) -> Iterator[av.
         stream = container.streams.video[0]
         if threads:
             stream.thread_type = "AUTO"
+        tb = stream.time_base
+        # Half a tick of tolerance: times given in seconds come from pts * time_base.
+        first = None if start_time is None else start_time - float(tb) / 2
+        last = None if end_time is None else end_time - float(tb) / 2
+        if first is not None and first > 0:
+            container.seek(int(first / tb), stream=stream, backward=True)
         index = 0
         try:
             for frame in container.decode(stream):
+                t = float(frame.pts * tb) if frame.pts is not None else None
+                if first is not None and t is not None and t < first:
+                    continue
+                if index == 0 and first is not None and t is not None and t > first + 1.0:
+                    break  # the seek overshot (broken index): fall back to decoding from 0
+                if last is not None and t is not None and t >= last:
+                    break
                 yield frame
                 index += 1
         except av.error.FFmpegError as exc:
@@ -124,5 +149,18 @@ def iter_video_frames(path: str | Path, *, threads: bool = True) -> Iterator[av.
                 f"{path}: decoding failed at frame {index} ({exc.strerror or exc}); "
                 "the file is truncated or corrupt"
             ) from exc
-    if index == 0:
+    if index == 0 and first is not None and first > 0:
+        yield from _slow_range(path, first, last)
+        return
+    if index == 0 and start_time is None:
         raise MediaError(f"{path}: no picture could be decoded (truncated or empty video stream)")
+
+
+def _slow_range(path: Path, first: float, last: float | None) -> Iterator[av.VideoFrame]:
+    for frame in iter_video_frames(path):
+        t = float(frame.pts * frame.time_base)
+        if t < first:
+            continue
+        if last is not None and t >= last:
+            return
+        yield frame

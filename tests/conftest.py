@@ -71,3 +71,65 @@ def synthetic_generator(make_weights, parity_dir: Path, tmp_path_factory) -> Pat
 @pytest.fixture(scope="session")
 def detector_weights(weights_dir: Path) -> Path:
     return weights_dir / "retinaface_mobilenet0.25_pytorch_retinaface.pth"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` on loopback, shared by the whole test session.
+
+    Yields the API URL; the server is stopped afterwards. Telemetry is off.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect_home")
+    port = _free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), DO_NOT_TRACK="1",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+         str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None:
+                log_text = (home / "server.log").read_text()
+                raise RuntimeError(f"prefect server exited: {log_text}") from None
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("prefect server did not start within 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture()
+def prefect_api(prefect_server, monkeypatch):
+    """Point Prefect (in this process and in subprocesses) at the session's server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield prefect_server

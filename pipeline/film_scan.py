@@ -1,0 +1,224 @@
+"""Film-level picture analysis: frame times and cuts (one pass), then face tracks per shot.
+
+Face tracks never cross a cut. Each shot is decoded on its own (seeking to it), so shots can be
+tracked in parallel and a film is never held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .face_track import FaceTrack, group_faces, link_tracks, smooth_boxes
+from .frames import to_bgr
+from .media import VideoInfo, iter_video_frames
+from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
+
+MOUTH_PATCH = (24, 16)  # width, height of the grey mouth patch used to measure its motion
+
+
+@dataclass
+class FilmScan:
+    """Every frame's presentation time and the shots."""
+
+    times: np.ndarray
+    shots: list[Shot]
+
+    @property
+    def frame_duration(self) -> float:
+        return float(np.median(np.diff(self.times))) if len(self.times) > 1 else 0.04
+
+    @property
+    def duration(self) -> float:
+        return float(self.times[-1] - self.times[0] + self.frame_duration)
+
+    def frame_at(self, seconds_from_start: float) -> int:
+        """Index of the first frame shown at or after ``seconds_from_start``."""
+        target = self.times[0] + seconds_from_start - self.frame_duration / 2
+        return int(np.searchsorted(self.times, target))
+
+
+def scan_film(info: VideoInfo, *, cut_times: list[float] | None = None,
+              threshold: float = 27.0, progress: Callable[[int], None] | None = None) -> FilmScan:
+    """One decode pass: frame times, and shot cuts from PySceneDetect (unless given).
+
+    Arguments:
+        info: the probed film.
+        cut_times: an editor's cut list in seconds from the first frame (skips detection).
+        threshold: ContentDetector's threshold.
+        progress: called with the number of frames done, every 100 frames.
+    """
+    detector = None if cut_times is not None else ShotDetector(info.average_rate, threshold)
+    scale = min(1.0, SHOT_DETECT_SIDE / max(info.width, info.height))
+    small = (max(2, round(info.width * scale)) & ~1, max(2, round(info.height * scale)) & ~1)
+    times = []
+    for i, frame in enumerate(iter_video_frames(info.path)):
+        times.append(float(frame.pts * frame.time_base))
+        if detector is not None:
+            detector.add(frame.pts, frame.time_base, to_bgr(frame, *small))
+        if progress and i % 100 == 99:
+            progress(i + 1)
+    arr = np.asarray(times)
+    if cut_times is not None:
+        return FilmScan(arr, shots_from_list(arr, [arr[0] + t for t in cut_times]))
+    return FilmScan(arr, shots_from_cuts(arr, detector.cut_times))
+
+
+@dataclass
+class TrackInfo:
+    """A face track of one shot with what routing and lip sync need.
+
+    Attributes:
+        shot: the shot index.
+        track_id: unique within the shot, left-to-right order of the faces is ``order``.
+        order: place from the left among the shot's steady faces (0 = leftmost).
+        first, last: film frame indices covered (inclusive).
+        boxes: (last - first + 1, 4) per-frame float boxes (NaN where the face is not seen).
+        motion_frames: film frame indices of the keyframes with a mouth-motion value.
+        motion: mouth motion at those keyframes (mean absolute change of the mouth patch).
+    """
+
+    shot: int
+    track_id: int
+    order: int
+    first: int
+    last: int
+    boxes: np.ndarray
+    motion_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    motion: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def box_at(self, frame: int) -> np.ndarray | None:
+        if not self.first <= frame <= self.last:
+            return None
+        box = self.boxes[frame - self.first]
+        return None if np.isnan(box[0]) else box
+
+
+def _mouth_patch(small_bgr: np.ndarray, landmarks: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A small grey patch around the mouth (between the corners, from below the nose down)."""
+    left, right, nose = landmarks[3], landmarks[4], landmarks[2]
+    width = max(right[0] - left[0], 4.0)
+    mouth_y = (left[1] + right[1]) / 2
+    x0, x1 = left[0] - 0.25 * width, right[0] + 0.25 * width
+    y0 = (nose[1] + mouth_y) / 2
+    y1 = min(mouth_y + (mouth_y - nose[1]), box[3])
+    h, w = small_bgr.shape[:2]
+    x0, x1 = int(np.clip(x0, 0, w - 2)), int(np.clip(x1, 1, w - 1))
+    y0, y1 = int(np.clip(y0, 0, h - 2)), int(np.clip(y1, 1, h - 1))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros(MOUTH_PATCH[::-1], np.float32)
+    grey = cv2.cvtColor(small_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    patch = cv2.resize(grey, MOUTH_PATCH, interpolation=cv2.INTER_AREA).astype(np.float32)
+    return (patch - patch.mean()) / (patch.std() + 8.0)  # lighting changes are not motion
+
+
+def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
+               every: int = 2, max_side: int = 480, smooth_window: int = 5) -> list[TrackInfo]:
+    """Detect, link and measure the faces of one shot.
+
+    Arguments:
+        info, scan: the film and its scan.
+        shot: which shot.
+        detect: ``FaceDetector.detect``.
+        every: detect on every N-th frame of the shot, interpolate between.
+        max_side: long side of the copy the detector sees.
+
+    Returns:
+        The shot's face tracks, steady faces first in left-to-right order.
+    """
+    scale = min(1.0, max_side / max(info.width, info.height))
+    small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
+    back = np.array([info.width / small_w, info.height / small_h])
+    detections, patches = [], {}
+    frames = iter_video_frames(info.path, start_time=float(scan.times[shot.start]),
+                               end_time=float(scan.times[shot.end]) if shot.end < len(scan.times)
+                               else None)
+    keyframes: list[tuple[int, np.ndarray]] = []
+
+    def flush():
+        for (index, image), dets in zip(keyframes, detect([im for _, im in keyframes])):
+            for k in range(len(dets)):
+                patches[(index, k)] = _mouth_patch(image, dets.landmarks[k], dets.boxes[k])
+            detections.append((index, dets))
+        keyframes.clear()
+
+    for offset, frame in enumerate(frames):
+        index = shot.start + offset
+        if index >= shot.end:
+            break
+        if offset % every == 0:
+            keyframes.append((index, to_bgr(frame, small_w, small_h)))
+            if len(keyframes) == 16:
+                flush()
+    if keyframes:
+        flush()
+    return _tracks_from_detections(shot, detections, patches, back, every, smooth_window)
+
+
+def _tracks_from_detections(shot, detections, patches, back, every, smooth_window):
+    # Track in the small copy's pixels, then scale boxes to the film's.
+    tracks = link_tracks(detections, max_gap=max(2 * every, 12))
+    by_frame = dict(detections)
+    keyframes = len(detections)
+    groups = [g for g in group_faces(tracks)
+              if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)] or group_faces(tracks)
+    groups.sort(key=lambda g: np.mean([t.mean_centre[0] for t in g]))
+    out = []
+    for order, group in enumerate(groups):
+        for track in group:
+            out.append(_track_info(shot, track, order, by_frame, patches, back, every,
+                                   smooth_window, len(out)))
+    return out
+
+
+def _track_info(shot, track: FaceTrack, order, by_frame, patches, back, every, smooth_window,
+                track_id) -> TrackInfo:
+    n = shot.frames
+    local = FaceTrack(track.track_id, [f - shot.start for f in track.frames],
+                      [b * np.r_[back, back] for b in track.boxes], track.scores,
+                      track.landmarks)
+    boxes = smooth_boxes(local.boxes_for_frames(n, hold=every - 1, max_gap=max(2 * every, 12)),
+                         smooth_window)
+    valid = np.flatnonzero(~np.isnan(boxes[:, 0]))
+    first, last = int(valid[0]), int(valid[-1])
+    # Mouth motion between consecutive keyframes of this track.
+    keys, motion, previous = [], [], None
+    for frame, box in zip(track.frames, track.boxes):
+        dets = by_frame[frame]
+        k = int(np.argmin(np.abs(dets.boxes - box).sum(axis=1)))
+        patch = patches[(frame, k)]
+        if previous is not None and frame - previous[0] <= 2 * every:
+            keys.append(frame)
+            motion.append(float(np.abs(patch - previous[1]).mean()))
+        previous = (frame, patch)
+    return TrackInfo(shot.index, track_id, order, shot.start + first, shot.start + last,
+                     boxes[first : last + 1], np.asarray(keys, int), np.asarray(motion))
+
+
+def save_tracks(tracks: list[TrackInfo], path: Path) -> None:
+    """Keep a shot's tracks in the work folder (npz; atomic)."""
+    tmp = path.with_name(path.name + ".partial.npz")
+    arrays = {}
+    for t in tracks:
+        prefix = f"t{t.track_id}_"
+        arrays[prefix + "meta"] = np.array([t.shot, t.track_id, t.order, t.first, t.last])
+        arrays[prefix + "boxes"] = t.boxes
+        arrays[prefix + "motion_frames"] = t.motion_frames
+        arrays[prefix + "motion"] = t.motion
+    np.savez(tmp, count=np.array(len(tracks)), **arrays)
+    tmp.replace(path)
+
+
+def load_tracks(path: Path) -> list[TrackInfo]:
+    with np.load(path) as data:
+        out = []
+        for i in range(int(data["count"])):
+            prefix = f"t{i}_"
+            shot, track_id, order, first, last = (int(v) for v in data[prefix + "meta"])
+            out.append(TrackInfo(shot, track_id, order, first, last, data[prefix + "boxes"],
+                                 data[prefix + "motion_frames"], data[prefix + "motion"]))
+    return out

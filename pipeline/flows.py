@@ -1,0 +1,254 @@
+"""The ``dub_film`` Prefect flow: a whole film, every character, resumable.
+
+probe -> shots -> face tracks per shot (parallel) -> stem analysis -> routing -> lip-sync units
+(each holds the ``gpu`` slot only around model calls; results cached by content) -> assembly ->
+run summary and Prefect artifacts. The tasks are thin wrappers over plain stage functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from .assemble import assemble_film
+from .film_scan import FilmScan, TrackInfo, load_tracks, save_tracks, scan_film, track_shot
+from .job import JobSpec, check_job_inputs, parse_job
+from .media import VideoInfo, probe_video
+from .routing import Decision, route
+from .segment_sync import (
+    SyncUnit,
+    film_fingerprint,
+    lipsync_unit,
+    unit_boxes,
+    unit_key,
+    units_from_decisions,
+)
+from .stems import StemAnalysis, analyse_stem, mix_stems
+
+GPU_SLOT = "gpu"
+_models: dict[tuple, object] = {}
+_models_lock = threading.RLock()  # re-entrant: the detector asks for the generator's device
+
+
+def _cached_model(kind: str, key: tuple, build):
+    """One model per process and settings: tasks in threads share it."""
+    with _models_lock:
+        if (kind, key) not in _models:
+            _models[(kind, key)] = build()
+        return _models[(kind, key)]
+
+
+def _detector(job: JobSpec):
+    from .detector import load_face_detector
+
+    return _cached_model("detector", (job.checkpoints.detector, job.settings.device),
+                         lambda: load_face_detector(job.checkpoints.detector,
+                                                    device=_generator(job).device))
+
+
+def _generator(job: JobSpec):
+    from .lipsync import LipSyncModel
+
+    s = job.settings
+    return _cached_model("generator", (job.checkpoints.generator, s.device, s.precision),
+                         lambda: LipSyncModel(job.checkpoints.generator, device=s.device,
+                                              precision=s.precision))
+
+
+def _gpu_slot():
+    """Hold the studio-wide ``gpu`` slot (a Prefect global concurrency limit) for one call."""
+    return concurrency(GPU_SLOT, occupy=1, strict=False)
+
+
+@task(name="scan film", cache_policy=NO_CACHE)
+def scan_task(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
+    import numpy as np
+
+    cached = work / f"scan_{job.settings.shot_threshold}_{bool(job.shots)}.npz"
+    if cached.exists():
+        with np.load(cached) as d:
+            from .shots import shots_from_cuts
+
+            times = d["times"]
+            return FilmScan(times, shots_from_cuts(times, list(d["cuts"])))
+    scan = scan_film(info, cut_times=job.shots, threshold=job.settings.shot_threshold)
+    cuts = np.array([s.start_time for s in scan.shots[1:]])
+    np.savez(cached.with_name(cached.name + ".partial.npz"), times=scan.times, cuts=cuts)
+    cached.with_name(cached.name + ".partial.npz").replace(cached)
+    return scan
+
+
+@task(name="track faces", task_run_name="track faces in shot {shot_index}", cache_policy=NO_CACHE)
+def track_task(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int,
+               work: Path) -> list[TrackInfo]:
+    s = job.settings
+    cached = work / "tracks" / f"shot{shot_index:04d}_{s.detect_every}_{s.detect_size}.npz"
+    if cached.exists():
+        return load_tracks(cached)
+    detector = _detector(job)
+    tracks = track_shot(info, scan, scan.shots[shot_index], detector.detect,
+                        every=s.detect_every, max_side=s.detect_size,
+                        smooth_window=s.smooth_window)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    save_tracks(tracks, cached)
+    return tracks
+
+
+@task(name="analyse stem", task_run_name="analyse stem {character}", cache_policy=NO_CACHE)
+def stem_task(job: JobSpec, character: str, work: Path) -> StemAnalysis:
+    return analyse_stem(character, job.stems[character], work / "stems",
+                        min_segment=job.settings.min_segment)
+
+
+@task(name="lip-sync", task_run_name="lip-sync {unit.name}", cache_policy=NO_CACHE, retries=1)
+def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
+                 track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
+                 work: Path) -> dict:
+    boxes = unit_boxes(unit, track, info, job.settings.pads)
+    samples = stem.samples()
+    model = _generator(job)
+    key = unit_key(unit, boxes, scan, samples, film_id, weights_sha, model.precision)
+    path = work / "units" / f"{unit.name}_{key}.npz"
+    if path.exists():
+        return {"unit": unit.name, "path": str(path), "cached": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lipsync_unit(info, scan, unit, boxes, samples, model, path,
+                 batch_size=job.settings.batch_size, model_slot=_gpu_slot)
+    return {"unit": unit.name, "path": str(path), "cached": False}
+
+
+@task(name="assemble", cache_policy=NO_CACHE)
+def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[tuple],
+                  audio: Path) -> tuple[int, dict]:
+    changed, report = assemble_film(info, scan, results, job.output.path, audio=audio,
+                                    codec=job.output.codec,
+                                    match_colour=job.settings.match_colour)
+    return changed, asdict(report) if report else {}
+
+
+def _ensure_gpu_limit() -> None:
+    from prefect import get_client
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_SLOT)
+        except Exception:  # noqa: BLE001 - missing: create it (1 slot per GPU worker)
+            client.upsert_global_concurrency_limit_by_name(GPU_SLOT, 1)
+
+
+@flow(name="dub_film", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def dub_film(job: dict | str) -> dict:
+    """Dub a film as the job spec says (a dict, YAML text or a path to a YAML file)."""
+    log = get_run_logger()
+    clock = {"start": time.perf_counter()}
+    spec = parse_job(Path(job) if isinstance(job, str) and "\n" not in job else job)
+    check_job_inputs(spec)
+    info = probe_video(spec.film)
+    film_id = film_fingerprint(spec.film)
+    work = spec.cache_dir / film_id[:16]
+    work.mkdir(parents=True, exist_ok=True)
+
+    scan = scan_task(spec, info, work)
+    log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
+    track_futures = [track_task.submit(spec, info, scan, s.index, work) for s in scan.shots]
+    stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
+    tracks = {s.index: f.result() for s, f in zip(scan.shots, track_futures)}
+    stems = {c: f.result() for c, f in stem_futures.items()}
+    clock["analysed"] = time.perf_counter()
+
+    segments = [seg for st in stems.values() for seg in st.segments]
+    decisions = route(segments, {c: st.envelope for c, st in stems.items()}, scan, tracks,
+                      spec.overrides, min_score=spec.settings.min_route_score)
+    units = units_from_decisions(decisions)
+    _publish_tables(scan, tracks, stems, decisions)
+
+    from models.weights import sha256_file
+
+    from .weights_registry import resolve_weights_file
+
+    weights_sha = sha256_file(resolve_weights_file(spec.checkpoints.generator))
+    _ensure_gpu_limit()
+    progress = create_progress_artifact(0.0, key="lipdub-progress",
+                                        description="lip-sync units done")
+    by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
+    futures = [lipsync_task.submit(spec, info, scan, u, by_track[(u.shot, u.track_id)],
+                                   stems[u.character], film_id, weights_sha, work)
+               for u in units]
+    results = []
+    for done, (unit, future) in enumerate(zip(units, futures), start=1):
+        results.append((unit, future.result()))
+        update_progress_artifact(progress, 100.0 * done / max(len(units), 1))
+    clock["synced"] = time.perf_counter()
+
+    audio = spec.output.audio or mix_stems(list(spec.stems.values()), work / "dub_mix.wav",
+                                           scan.duration)
+    changed, audio_report = assemble_task(
+        spec, info, scan, [(u.start, u.end, Path(r["path"])) for u, r in results], audio)
+    clock["assembled"] = time.perf_counter()
+    summary = _summary(spec, scan, tracks, stems, decisions, results, changed, audio_report,
+                       clock)
+    summary_path = spec.output.path.with_name(spec.output.path.name + ".json")
+    summary_path.write_text(json.dumps(summary, indent=2))
+    create_markdown_artifact(
+        f"**{spec.output.path.name}**: {changed} of {len(scan.times)} frames changed, "
+        f"{summary['units_computed']} units computed, {summary['units_cached']} from cache.",
+        key="lipdub-result", description="dubbed film")
+    return summary
+
+
+def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision]) -> None:
+    create_table_artifact(
+        [{"shot": s.index, "first frame": s.start, "frames": s.frames,
+          "start (s)": round(s.start_time - scan.times[0], 3)} for s in scan.shots],
+        key="lipdub-shots", description="shots")
+    create_table_artifact(
+        [{"shot": t.shot, "track": t.track_id, "from left": t.order, "first frame": t.first,
+          "last frame": t.last} for ts in tracks.values() for t in ts],
+        key="lipdub-tracks", description="face tracks")
+    create_table_artifact(
+        [{"character": seg.character, "start (s)": round(seg.start, 3),
+          "end (s)": round(seg.end, 3)} for st in stems.values() for seg in st.segments],
+        key="lipdub-segments", description="speech segments")
+    create_table_artifact([asdict(d) for d in decisions], key="lipdub-routing",
+                          description="routing decisions")
+
+
+def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_report, clock):
+    computed = sum(1 for _, r in results if not r["cached"])
+    return {
+        "film": str(spec.film),
+        "output": str(spec.output.path),
+        "frames": int(len(scan.times)),
+        "frames_changed": int(changed),
+        "shots": [{"index": s.index, "start": s.start, "end": s.end,
+                   "start_time": s.start_time, "end_time": s.end_time} for s in scan.shots],
+        "tracks": [{"shot": t.shot, "track": t.track_id, "order": t.order, "first": t.first,
+                    "last": t.last} for ts in tracks.values() for t in ts],
+        "segments": [asdict(seg) for st in stems.values() for seg in st.segments],
+        "decisions": [asdict(d) for d in decisions],
+        "units": [{**asdict(u), "cached": r["cached"], "result": r["path"]} for u, r in results],
+        "units_computed": computed,
+        "units_cached": len(results) - computed,
+        "audio_report": audio_report,
+        "consent": spec.consent,
+        "timings": {
+            "analysis_s": round(clock["analysed"] - clock["start"], 2),
+            "lipsync_s": round(clock["synced"] - clock["analysed"], 2),
+            "assembly_s": round(clock["assembled"] - clock["synced"], 2),
+        },
+    }

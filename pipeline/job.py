@@ -1,0 +1,248 @@
+"""The film job spec: what to dub, with which stems, where to write it (YAML, checked by pydantic).
+
+Example (``configs/pipeline/example_job.yaml`` has every key)::
+
+    film: reels/reel1.mov
+    stems:                      # one dubbed dialogue stem per character, aligned to frame 1
+      alice: stems/alice_de.wav
+      bob: stems/bob_de.wav
+    output: {path: out/reel1_de.mov}
+    checkpoints: {generator: wav2lip_gan}
+
+Every problem is reported at once (:class:`JobSpecError` lists them, each naming its key and
+file), before any heavy work starts. Relative paths are taken from the job file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import LipdubError
+
+
+class JobSpecError(LipdubError):
+    """A job spec with one or more problems; ``problems`` lists them."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        listing = "; ".join(problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in the job spec: {listing}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FaceChoice(_Strict):
+    """Which face of a shot a character is: the N-th from the left, or the one at a point."""
+
+    index: int | None = Field(default=None, ge=0)
+    point: tuple[float, float] | None = None
+
+
+class Override(_Strict):
+    """Routing override: this character is this face, in this shot or time range."""
+
+    character: str
+    shot: int | None = Field(default=None, ge=0, description="shot index (from 0)")
+    start: float | None = Field(default=None, ge=0, description="seconds from the first frame")
+    end: float | None = Field(default=None, ge=0)
+    face: FaceChoice | None = None
+    off_screen: bool = Field(default=False, description="never sync this character here")
+
+
+class OutputSpec(_Strict):
+    path: Path
+    codec: Literal["h264", "h265", "ffv1"] | None = None
+    overwrite: bool = False
+    audio: Path | None = Field(default=None, description="dub mix to mux (default: stems mixed)")
+
+
+class Checkpoints(_Strict):
+    generator: str
+    expert: str | None = None
+    detector: str | None = None
+
+
+class Settings(_Strict):
+    """Lip-sync settings shared by every segment (see ``lipdub sync --help``)."""
+
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    smooth_window: int = Field(default=5, ge=1)
+    detect_every: int = Field(default=2, ge=1)
+    detect_size: int = Field(default=480, ge=64)
+    shot_threshold: float = Field(default=27.0, gt=0)
+    min_segment: float = Field(default=0.3, ge=0, description="shortest speech segment, s")
+    min_route_score: float = Field(
+        default=0.15, description="least mouth-motion/speech correlation to put a voice on a face"
+    )
+    match_colour: bool = True
+
+
+class JobSpec(_Strict):
+    film: Path
+    stems: dict[str, Path] = Field(min_length=1)
+    output: OutputSpec
+    checkpoints: Checkpoints
+    shots: list[float] | None = Field(default=None, description="cut times (s); default: detect")
+    overrides: list[Override] = Field(default_factory=list)
+    settings: Settings = Field(default_factory=Settings)
+    work_dir: Path | None = Field(default=None, description="cache (default beside the output)")
+    consent: str | None = Field(default=None, description="rights/consent note, carried along")
+
+    @field_validator("stems")
+    @classmethod
+    def _names(cls, stems: dict[str, Path]) -> dict[str, Path]:
+        for name in stems:
+            if not name or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"character name {name!r}: use letters, digits, - and _")
+        return stems
+
+    def resolved(self, base: Path) -> JobSpec:
+        """A copy with every relative path taken from ``base`` (the job file's folder)."""
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else base / p)
+
+        return self.model_copy(update={
+            "film": fix(self.film),
+            "stems": {k: fix(v) for k, v in self.stems.items()},
+            "output": self.output.model_copy(update={"path": fix(self.output.path),
+                                                     "audio": fix(self.output.audio)}),
+            "work_dir": fix(self.work_dir),
+        })
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir or self.output.path.parent / ".lipdub-cache"
+
+
+def _format(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    return f"{key}: {error['msg']}"
+
+
+def parse_job(data: dict | str | Path, *, base: Path | None = None) -> JobSpec:
+    """Read and type-check a job (a dict, YAML text, or a YAML file); paths are resolved.
+
+    Raises:
+        JobSpecError: every schema problem at once.
+    """
+    source = "job"
+    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data
+                                  and data.endswith((".yaml", ".yml"))):
+        path = Path(data)
+        source = str(path)
+        if not path.is_file():
+            raise JobSpecError(source, [f"job file not found: {path}"])
+        base = base or path.parent
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise JobSpecError(source, [f"not valid YAML: {exc}"]) from exc
+    elif isinstance(data, str):
+        data = yaml.safe_load(data)
+    if not isinstance(data, dict):
+        raise JobSpecError(source, ["the job must be a mapping of keys (film, stems, ...)"])
+    try:
+        job = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise JobSpecError(source, [_format(e) for e in exc.errors()]) from None
+    return job.resolved(base or Path.cwd())
+
+
+def media_duration(path: Path) -> float:
+    """Container duration in seconds (0 when the header does not say)."""
+    import av
+
+    from .media import open_media
+
+    with open_media(path) as container:
+        if container.duration:
+            return container.duration / av.time_base
+        stream = (container.streams.video or container.streams.audio)[0]
+        return float(stream.duration * stream.time_base) if stream.duration else 0.0
+
+
+def check_job_inputs(job: JobSpec, source: str = "job") -> None:
+    """Check every file and name the job refers to; report all problems at once.
+
+    Runs before any heavy work: the film and stems open and are long enough, overrides name
+    known characters, the output does not overwrite anything, and the checkpoints are found.
+
+    Raises:
+        JobSpecError: listing every problem found.
+    """
+    from .detector import resolve_detector
+    from .media import probe_video
+    from .stems import audio_duration
+    from .weights_registry import resolve_weights_file
+
+    problems: list[str] = []
+    film_seconds = 0.0
+    try:
+        info = probe_video(job.film)
+        film_seconds = media_duration(job.film)
+        if info.is_still:
+            problems.append(f"film: {job.film} is a still picture; use `lipdub sync` for stills")
+    except LipdubError as exc:
+        problems.append(f"film: {exc}")
+    for name, stem in job.stems.items():
+        try:
+            seconds = audio_duration(stem)
+        except LipdubError as exc:
+            problems.append(f"stems.{name}: {exc}")
+            continue
+        if film_seconds and seconds < film_seconds - 0.1:
+            problems.append(
+                f"stems.{name}: {stem} lasts {seconds:.2f} s but the film lasts "
+                f"{film_seconds:.2f} s; each stem must cover the film from its first frame "
+                "(pad it with silence)"
+            )
+    for i, override in enumerate(job.overrides):
+        if override.character not in job.stems:
+            problems.append(
+                f"overrides[{i}].character: {override.character!r} has no stem "
+                f"(characters: {', '.join(sorted(job.stems))})"
+            )
+        start, end, face = override.start, override.end, override.face
+        if start is not None and end is not None and end <= start:
+            problems.append(f"overrides[{i}]: end ({end}) must be after start")
+        if face is not None and (face.index is None) == (face.point is None):
+            problems.append(f"overrides[{i}].face: give exactly one of index or point")
+        if override.face is None and not override.off_screen:
+            problems.append(f"overrides[{i}]: give a face (index or point) or off_screen: true")
+    out = job.output.path
+    inputs = {job.film.resolve(), *(p.resolve() for p in job.stems.values())}
+    if out.resolve() in inputs:
+        problems.append(f"output.path: {out} would overwrite an input")
+    elif out.exists() and not job.output.overwrite:
+        problems.append(f"output.path: {out} already exists (set output.overwrite: true)")
+    if not out.parent.is_dir():
+        problems.append(f"output.path: folder {out.parent} does not exist")
+    if out.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
+        problems.append(f"output.path: {out.suffix or 'no extension'}: use .mp4, .mov or .mkv")
+    if job.output.audio is not None:
+        try:
+            audio_duration(job.output.audio)
+        except LipdubError as exc:
+            problems.append(f"output.audio: {exc}")
+    for key in ("generator", "expert"):
+        value = getattr(job.checkpoints, key)
+        if value is not None:
+            try:
+                resolve_weights_file(value)
+            except LipdubError as exc:
+                problems.append(f"checkpoints.{key}: {exc}")
+    try:
+        resolve_detector(job.checkpoints.detector)
+    except LipdubError as exc:
+        problems.append(f"checkpoints.detector: {exc}")
+    if problems:
+        raise JobSpecError(source, problems)

@@ -1,0 +1,207 @@
+"""The ``dub_film`` flow on a small film assembled from the shared clips.
+
+Film (640x360, 25 fps): shot 0 = the flag talking head (125 frames), shot 1 = the two-person
+split screen (150), shot 2 = the crowd (100). Stems: "anna" speaks her own clip's audio over
+shot 0, "ben" the split screen's own audio over shot 1, nobody speaks over the crowd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import yaml
+from filmmaker import make_film, write_stem
+
+from pipeline.job import JobSpecError, check_job_inputs, parse_job
+
+CLIPS = [
+    ("talkinghead_woman_flag__vretalk_face3.mp4", 125),
+    ("two_people_splitscreen__ghost_2person.mp4", 150),
+    ("crowd_many_faces_no_speech_1080p__facenet_video.mp4", 100),
+]
+
+
+@pytest.fixture(scope="module")
+def film(media_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("film")
+    made = make_film(folder / "film.mp4", [(media_dir / "video" / c, n) for c, n in CLIPS])
+    total = made.frames / made.fps
+    write_stem(folder / "anna.wav", [(0.0, media_dir / "video" / CLIPS[0][0], 5.0)], total)
+    write_stem(folder / "ben.wav", [(5.0, media_dir / "video" / CLIPS[1][0], 6.0)], total)
+    return made
+
+
+def job_dict(film, synthetic_generator, detector_weights, out: Path, **extra) -> dict:
+    job = {
+        "film": str(film.path),
+        "stems": {"anna": str(film.path.parent / "anna.wav"),
+                  "ben": str(film.path.parent / "ben.wav")},
+        "output": {"path": str(out), "codec": "ffv1"},
+        "checkpoints": {"generator": str(synthetic_generator), "detector": str(detector_weights)},
+        "work_dir": str(out.parent / "cache"),
+        "consent": "test footage, internal only",
+    }
+    job.update(extra)
+    return job
+
+
+def frames_of(path: Path) -> list[list[np.ndarray]]:
+    with av.open(str(path)) as c:
+        return [[np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width].copy()
+                 for p in f.planes] for f in c.decode(video=0)]
+
+
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for planes in frames_of(path):
+        for p in planes:
+            h.update(p.tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def dubbed(film, synthetic_generator, detector_weights, prefect_server, tmp_path_factory):
+    """One uninterrupted run through the real server (in-process flow)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.flows import dub_film
+
+    out = tmp_path_factory.mktemp("dubbed") / "film_dub.mkv"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        summary = dub_film(job_dict(film, synthetic_generator, detector_weights, out))
+    return out, summary
+
+
+def test_cuts_are_found_within_one_frame(film, dubbed):
+    _, summary = dubbed
+    starts = [s["start"] for s in summary["shots"][1:]]
+    assert len(starts) == len(film.cuts)
+    assert all(abs(a - b) <= 1 for a, b in zip(starts, film.cuts))
+
+
+def test_routing_and_untouched_pictures(film, dubbed):
+    out, summary = dubbed
+    src, dst = frames_of(film.path), frames_of(out)
+    assert len(src) == len(dst) == film.frames
+    by_char = {}
+    for d in summary["decisions"]:
+        by_char.setdefault(d["character"], []).append(d)
+    # ben speaks over the split screen: the right-hand face (second from the left) is his.
+    ben = [d for d in by_char["ben"] if d["shot"] == 1]
+    assert ben and all(d["track_id"] is not None for d in ben)
+    tracks = {(t["shot"], t["track"]): t for t in summary["tracks"]}
+    assert all(tracks[(1, d["track_id"])]["order"] == 1 for d in ben)
+    changed = [any((a != b).any() for a, b in zip(s, d)) for s, d in zip(src, dst)]
+    cut1, cut2 = film.cuts
+    # The left person of the split screen is never touched: compare the left half exactly.
+    for s, d in zip(src[cut1:cut2], dst[cut1:cut2]):
+        assert np.array_equal(s[0][:, :320], d[0][:, :320])
+    assert any(changed[cut1:cut2])
+    # Nobody speaks over the crowd: those frames are the source's, sample for sample.
+    assert not any(changed[cut2:])
+    assert summary["frames_changed"] == sum(changed)
+    assert summary["consent"] == "test footage, internal only"
+
+
+def test_silent_stem_leaves_its_shots_alone(film, dubbed):
+    _, summary = dubbed
+    anna_shots = {d["shot"] for d in summary["decisions"] if d["character"] == "anna"}
+    ben_shots = {d["shot"] for d in summary["decisions"] if d["character"] == "ben"}
+    assert 2 not in anna_shots | ben_shots
+    assert 1 not in anna_shots and 0 not in ben_shots
+
+
+def run_cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_kill_reuses_finished_units(film, dubbed, synthetic_generator,
+                                                 detector_weights, prefect_api, tmp_path):
+    out = tmp_path / "resumed.mkv"
+    job = job_dict(film, synthetic_generator, detector_weights, out)
+    job_path = tmp_path / "job.yaml"
+    job_path.write_text(yaml.safe_dump(job))
+    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+    units = tmp_path / "cache"
+    proc = run_cli(["dub", str(job_path)], env, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(units.rglob("units/*.npz")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run, mid-film
+    proc.wait()
+    finished = {p.name for p in units.rglob("units/*.npz")}
+    assert finished and not out.exists()
+
+    rerun = run_cli(["dub", str(job_path)], env)
+    log, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, log
+    summary = json.loads(Path(str(out) + ".json").read_text())
+    total = len(summary["units"])
+    assert summary["units_cached"] == len(finished) and total > len(finished)
+    assert summary["units_computed"] == total - len(finished)
+    assert digest(out) == digest(dubbed[0])  # identical to the uninterrupted run
+
+
+def test_ephemeral_mode_without_a_server(film, synthetic_generator, detector_weights,
+                                         media_dir, tmp_path):
+    """`lipdub dub` with no PREFECT_API_URL runs on Prefect's temporary local server."""
+    short = make_film(tmp_path / "crowd.mp4", [(media_dir / "video" / CLIPS[2][0], 40)])
+    silent = write_stem(tmp_path / "silent.wav", [], 40 / 25)
+    out = tmp_path / "crowd_dub.mp4"
+    job = {"film": str(short.path), "stems": {"anna": str(silent)}, "output": {"path": str(out)},
+           "checkpoints": {"generator": str(synthetic_generator),
+                           "detector": str(detector_weights)}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect_home")
+    proc = run_cli(["dub", str(tmp_path / "job.yaml")], env)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    summary = json.loads(Path(str(out) + ".json").read_text())
+    assert summary["frames"] == 40 and summary["frames_changed"] == 0
+
+
+def test_bad_job_specs_fail_before_any_work(film, synthetic_generator, detector_weights,
+                                            media_dir, tmp_path, capsys):
+    short = write_stem(tmp_path / "short.wav", [], 2.0)
+    text = tmp_path / "film.mp4"
+    text.write_text("not a film\n" * 100)
+    job = job_dict(film, synthetic_generator, detector_weights, tmp_path / "o.mkv")
+    job["stems"] = {"anna": str(tmp_path / "missing.wav"), "ben": str(short)}
+    job["overrides"] = [{"character": "carol", "face": {"index": 0}}]
+    with pytest.raises(JobSpecError) as err:
+        check_job_inputs(parse_job(job))
+    problems = " | ".join(err.value.problems)
+    assert "stems.anna" in problems and "missing.wav" in problems and "not found" in problems
+    assert "stems.ben" in problems and "short.wav" in problems and "lasts 2.00 s" in problems
+    assert "overrides[0].character" in problems and "carol" in problems
+    assert len(err.value.problems) == 3
+
+    job = job_dict(film, synthetic_generator, detector_weights, tmp_path / "o.mkv")
+    job["film"] = str(text)
+    job["output"]["codec"] = "divx"
+    job_path = tmp_path / "bad.yaml"
+    job_path.write_text(yaml.safe_dump(job))
+    from pipeline.cli import main
+
+    assert main(["dub", str(job_path)]) == 2
+    message = capsys.readouterr().err
+    assert "output.codec" in message  # schema problems are reported first, all at once
+    job["output"]["codec"] = "ffv1"
+    job_path.write_text(yaml.safe_dump(job))
+    assert main(["dub", str(job_path)]) == 2
+    message = capsys.readouterr().err
+    assert "film:" in message and "film.mp4" in message and "not a readable media file" in message
+    assert not (tmp_path / "cache").exists()  # nothing started
