@@ -26,3 +26,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The Blender add-on, self-contained (plugin/blender + plugin/core): dist/lipdub_blender.zip.
+.PHONY: plugin-zip
+plugin-zip:
+	python3 plugin/build_blender_zip.py

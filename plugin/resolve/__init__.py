@@ -1,0 +1,1 @@
+"""DaVinci Resolve script (lipdub_dub.py) and the Resolve API calls it uses (timeline.py)."""
