@@ -1,21 +1,26 @@
 """Assemble the dubbed film: stream it once, composite the synced faces, copy everything else.
 
 Unit results are opened when their first frame comes and dropped after their last, so memory
-holds only the units that overlap the current frame.
+holds only the units that overlap the current frame. When the source is intra-only and the
+output profile writes the same codec (:mod:`pipeline.passthrough`), untouched pictures are copied
+packet for packet and only the edited ones are decoded and encoded; otherwise every picture is
+decoded and encoded once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .composite import composite_face
+from .composite import paste_faces
 from .encode import AudioReport, VideoWriter
 from .film_scan import FilmScan
-from .frames import is_planar_yuv, patch_frame, to_bgr
+from .frames import is_planar_yuv
 from .media import VideoInfo, iter_video_frames
+from .passthrough import check_passthrough, iter_packets_and_frames
 
 
 class _OpenUnit:
@@ -28,10 +33,42 @@ class _OpenUnit:
         self.last = int(self.frames[-1]) if len(self.frames) else -1
 
 
+@dataclass
+class Assembly:
+    """What :func:`assemble_film` did.
+
+    Attributes:
+        changed: pictures composited.
+        audio: what happened to the audio.
+        profile: the output profile's name.
+        pix_fmt: the output's pixel format.
+        packets_copied: untouched pictures copied from the source packet for packet.
+        frames_encoded: pictures encoded.
+        passthrough: why packets were (or were not) copied.
+    """
+
+    changed: int
+    audio: AudioReport | None
+    profile: str
+    pix_fmt: str
+    packets_copied: int = 0
+    frames_encoded: int = 0
+    passthrough: str = ""
+
+
+def _edited_frames(units: list[tuple[int, int, Path]]) -> set[int]:
+    wanted: set[int] = set()
+    for _, _, path in units:
+        with np.load(path) as data:
+            wanted.update(int(f) for f in data["frames"])
+    return wanted
+
+
 def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, Path]],
                   output: Path, *, audio: Path | None, codec: str | None,
-                  match_colour: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[int, AudioReport]:
+                  match_colour: bool = True, timecode: str | None = None,
+                  metadata: dict[str, str] | None = None, passthrough: bool = True,
+                  progress: Callable[[int, int], None] | None = None) -> Assembly:
     """Write the dubbed film to ``output``.
 
     Arguments:
@@ -39,11 +76,11 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
         units: (first frame, end frame, result file) of every synced unit.
         output: the final file (written under a temporary name, renamed when complete).
         audio: the audio to mux (the dub mix), cut or padded to the picture.
-        codec: video codec name (see :data:`pipeline.encode.VIDEO_CODECS`).
+        codec: output profile name (see :data:`pipeline.profiles.PROFILES`).
+        timecode: start timecode written on the output (the source's).
+        metadata: container metadata (provenance).
+        passthrough: copy untouched packets when the source and output codecs allow it.
         progress: called with (frames done, total) now and then.
-
-    Returns:
-        (frames changed, audio report).
     """
     pending = sorted(units)
     active: list[_OpenUnit] = []
@@ -53,28 +90,34 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
                          average_rate=info.average_rate, codec=codec, source_pix_fmt=info.pix_fmt,
                          sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
                          audio_start=float(scan.times[0]), duration=scan.duration,
-                         colour=info.colour)
+                         colour=info.colour, timecode=timecode, metadata=metadata)
     try:
-        for index, frame in enumerate(iter_video_frames(info.path)):
+        check = check_passthrough(info.path, writer) if passthrough else None
+        pictures: Iterator
+        if check and check.ok:
+            pictures = iter_packets_and_frames(info.path, _edited_frames(units))
+        else:
+            pictures = ((i, None, f) for i, f in enumerate(iter_video_frames(info.path)))
+        for index, packet, frame in pictures:
             while pending and pending[0][0] <= index:
                 active.append(_OpenUnit(pending.pop(0)[2]))
             active = [u for u in active if u.last >= index]
-            rows = [(u, u.row[index]) for u in active if index in u.row]
-            if rows and is_planar_yuv(frame):
-                bgr = to_bgr(frame)
-                for unit, row in rows:
-                    x0, y0, x1, y1 = (int(v) for v in unit.boxes[row])
-                    blended, mask = composite_face(bgr[y0:y1, x0:x1],
-                                                   unit.preds[row].astype(np.float32),
-                                                   match_colour=match_colour)
-                    bgr[y0:y1, x0:x1] = blended
-                    frame = patch_frame(frame, bgr, (x0, y0, x1, y1), mask)
-                changed += 1
-            writer.write(frame)
+            faces = [(tuple(int(v) for v in u.boxes[u.row[index]]), u.preds[u.row[index]])
+                     for u in active if index in u.row]
+            if frame is None:  # an untouched picture of an intra-only source
+                writer.copy_packet(packet)
+            else:
+                if faces and is_planar_yuv(frame):
+                    frame = paste_faces(frame, faces, match_colour=match_colour)
+                    changed += 1
+                writer.write(frame)
             if progress and index % 50 == 0:
                 progress(index, total)
         report = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return changed, report
+    reason = check.reason if check else "off"
+    return Assembly(changed, report, writer.profile.name, writer.pix_fmt,
+                    writer.packets_copied, writer.frames_encoded,
+                    ("packets copied: " if check and check.ok else "no packet copy: ") + reason)

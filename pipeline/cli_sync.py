@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.profiles import PROFILES
+
 
 def _numbers(text: str, count: int, kind=float) -> tuple:
     parts = text.replace(" ", "").split(",")
@@ -66,8 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:0...")
     run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                      help="default fp16 on GPU, fp32 on CPU; bf16 is faster on recent CPUs")
-    run.add_argument("--codec", choices=["h264", "h265", "ffv1"], default=None,
-                     help="video codec (default: h264 for mp4/mov, ffv1 for mkv)")
+    run.add_argument("--codec", choices=list(PROFILES), default=None,
+                     help="output profile: prores_hq/prores_4444/dnxhr_hq/dnxhr_hqx (.mov), "
+                          "ffv1 (.mkv), h264/h265 review copies (default: h264 for mp4/mov, "
+                          "ffv1 for mkv)")
     run.add_argument("--fps", type=float, default=25.0, help="frame rate for a still picture")
     run.add_argument("--no-colour-match", action="store_true",
                      help="do not match the mouth's colour to the face at the mask edge")

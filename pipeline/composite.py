@@ -5,19 +5,24 @@ the "box around the mouth" users complain about. Here the prediction only replac
 through a feathered mask, and its colour is matched to the frame along the mask's soft edge (where
 a seam would show), not over the mouth itself (an open mouth is rightly darker than a closed one).
 
-Composite, per pixel of the face box (all float32, BGR, 0..255):
+Composite, per pixel of the face box (all float32, BGR, 0..255 for 8-bit pictures; 0..65535 for
+deeper ones, the generator's output scaled by 257, so that a 10-bit picture is blended at its own
+precision):
     pred   = resize(generated 96x96, box size, bilinear) + offset
     offset = per-channel weighted mean of (frame - resized) over the edge band of the mask
              (weights m * (1 - m) * 4, largest where the mask is half way)
-    out    = round(clip(frame * (1 - m) + pred * m, 0, 255))
+    out    = round(clip(frame * (1 - m) + pred * m, 0, max))
 """
 
 from __future__ import annotations
 
 import functools
 
+import av
 import cv2
 import numpy as np
+
+from .frames import is_planar_yuv, patch_frame, to_bgr_at_depth
 
 # The mask covers the crop from MASK_TOP (a fraction of the box height, about the nose tip) down,
 # inset by MASK_INSET of the width at the sides and bottom, then feathered over FEATHER of the
@@ -62,17 +67,50 @@ def composite_face(frame_box: np.ndarray, generated: np.ndarray, *, match_colour
     """Blend a generated 96x96 face into its box.
 
     Arguments:
-        frame_box: (h, w, 3) uint8 BGR pixels of the face box in the frame.
+        frame_box: (h, w, 3) BGR pixels of the face box in the frame, uint8 or uint16.
         generated: (96, 96, 3) float32 BGR 0..255 generator output for that box.
 
     Returns:
-        (blended (h, w, 3) uint8, mask (h, w) float32): pixels where the mask is 0 are unchanged.
+        (blended (h, w, 3) of ``frame_box``'s dtype, mask (h, w) float32): pixels where the
+        mask is 0 are unchanged.
     """
     h, w = frame_box.shape[:2]
     resized = cv2.resize(generated, (w, h), interpolation=cv2.INTER_LINEAR)
+    top = 255
+    if frame_box.dtype == np.uint16:
+        top = 65535
+        resized = resized * np.float32(65535 / 255)
     mask = lower_face_mask(h, w)
     if match_colour:
         resized = resized + colour_offset(frame_box, resized, mask)
     m = mask[..., None]
     out = frame_box.astype(np.float32) * (1.0 - m) + resized * m
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), mask
+    return np.clip(np.rint(out), 0, top).astype(frame_box.dtype), mask
+
+
+def paste_faces(frame: av.VideoFrame, faces: list[tuple[tuple[int, int, int, int], np.ndarray]],
+                *, match_colour: bool = True, bgr: np.ndarray | None = None) -> av.VideoFrame:
+    """Composite generated faces into a decoded frame at its own bit depth.
+
+    Arguments:
+        frame: the decoded source frame.
+        faces: (box ``x0, y0, x1, y1``, generated 96x96 float32 BGR 0..255) per face.
+        match_colour: see :func:`composite_face`.
+        bgr: the frame as 8-bit BGR when the caller has it already (used for 8-bit frames).
+
+    Returns:
+        The new frame (``frame`` itself when it cannot be patched or nothing changes); samples
+        outside every mask are the source's, bit for bit.
+    """
+    if not faces or not is_planar_yuv(frame):
+        return frame
+    canvas = bgr if bgr is not None and frame.format.components[0].bits <= 8 else (
+        to_bgr_at_depth(frame))
+    for box, generated in faces:
+        x0, y0, x1, y1 = box
+        blended, mask = composite_face(canvas[y0:y1, x0:x1],
+                                       np.asarray(generated, np.float32),
+                                       match_colour=match_colour)
+        canvas[y0:y1, x0:x1] = blended
+        frame = patch_frame(frame, canvas, (x0, y0, x1, y1), mask)
+    return frame

@@ -1,6 +1,13 @@
 """Encoding and muxing with PyAV: pictures keep their source timestamps, the dub audio is cut or
 padded to the picture's length and interleaved as the pictures are written.
 
+What is written follows an output profile (:mod:`pipeline.profiles`): a master (ProRes, DNxHR,
+FFV1) keeps the source's bit depth and carries the audio sample for sample (PCM in MOV, FLAC or PCM
+in Matroska); a review copy is H.264/H.265 with AAC. The source's start timecode is written on the
+picture stream (a ``tmcd`` track in MOV/MP4, a ``TIMECODE`` tag in Matroska), and container
+metadata says what was altered (provenance). Source packets can be copied in between encoded
+pictures (see :mod:`pipeline.passthrough`).
+
 Outputs go to a temporary name in the destination folder and are renamed only when complete, so
 an interrupted run never leaves a file that looks finished.
 """
@@ -8,6 +15,7 @@ an interrupted run never leaves a file that looks finished.
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,18 +23,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import LipdubError, MediaError
+from .errors import MediaError
+from .profiles import DEFAULT_PROFILE, PROFILES, OutputProfile, audio_codec, resolve_profile
 
-# name -> (encoder, pixel format or None to keep the source's, encoder options)
-VIDEO_CODECS: dict[str, tuple[str, str | None, dict[str, str]]] = {
-    "h264": ("libx264", "yuv420p", {"crf": "16", "preset": "medium"}),
-    "h265": ("libx265", "yuv420p", {"crf": "18", "preset": "medium", "x265-params": "log-level=1"}),
-    "ffv1": ("ffv1", None, {"level": "3", "slicecrc": "1"}),
-}
-# Audio per container: FLAC in Matroska (lossless, no encoder priming to trim), AAC in MP4/MOV
-# (their edit lists trim the AAC encoder's priming so audio stays aligned with the pictures).
-AUDIO_CODECS = {".mkv": "flac", ".mp4": "aac", ".mov": "aac", ".m4v": "aac"}
-DEFAULT_VIDEO_CODEC = {".mkv": "ffv1", ".mp4": "h264", ".mov": "h264", ".m4v": "h264"}
+# Kept for callers that list the codec names: every output profile, by name.
+VIDEO_CODECS = PROFILES
+DEFAULT_VIDEO_CODEC = DEFAULT_PROFILE
 
 
 def temporary_path(output: Path) -> Path:
@@ -43,6 +45,8 @@ class AudioReport:
     padded_seconds: float = 0.0
     codec: str = ""
     sample_rate: int = 0
+    sample_format: str = ""
+    channels: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -50,14 +54,16 @@ class AudioTrack:
     """Streams the dub audio into the output, up to a given time, then cuts or pads it."""
 
     def __init__(self, container: av.container.OutputContainer, audio_path: Path, start: float,
-                 duration: float):
+                 duration: float, profile: OutputProfile | None = None):
         self.path = Path(audio_path)
         self.source = av.open(str(self.path))
         if not self.source.streams.audio:
             raise MediaError(f"{self.path}: has no audio stream")
         in_stream = self.source.streams.audio[0]
         suffix = Path(container.name).suffix.lower()
-        codec = AUDIO_CODECS.get(suffix, "aac")
+        profile = profile or resolve_profile(None, suffix)
+        codec, sample_format = audio_codec(profile, suffix, in_stream.format.name,
+                                           in_stream.codec_context.name)
         # A WAV may declare "2 channels" without an order, which encoders refuse: name the
         # standard layout for the channel count instead (AAC here: mono or stereo only).
         channels = in_stream.channels or 2
@@ -66,6 +72,8 @@ class AudioTrack:
             layout = "stereo"
         self.rate = in_stream.rate or 48000
         self.stream = container.add_stream(codec, rate=self.rate, layout=layout)
+        if sample_format:
+            self.stream.codec_context.format = sample_format
         self.stream.time_base = Fraction(1, self.rate)
         # Count the encoder's timestamps in samples: Matroska's 1/1000 stream time base must not
         # become the encoder's, or sample timestamps get rescaled twice.
@@ -82,7 +90,9 @@ class AudioTrack:
         self.end = int(round(duration * self.rate))  # samples the picture's length allows
         self.written = 0  # samples handed to the encoder
         self.exhausted = False
-        self.report = AudioReport(codec=codec, sample_rate=self.rate)
+        self.report = AudioReport(codec=codec, sample_rate=self.rate,
+                                  sample_format=self.stream.codec_context.format.name,
+                                  channels=channels)
         self.layout = layout
 
     def _encode(self, frame: av.AudioFrame | None) -> None:
@@ -164,51 +174,73 @@ class VideoWriter:
     """Writes pictures (with their source timestamps) and the dub audio to ``output``.
 
     Arguments:
-        output: final path; its extension chooses the container (.mp4, .mov, .mkv).
+        output: final path; its extension chooses the container (.mov, .mkv, .mp4).
         width, height: picture size.
         time_base: the source stream's time base (timestamps are copied unchanged).
         average_rate: nominal frame rate, for encoders and players that want one.
-        codec: a key of :data:`VIDEO_CODECS` (default by container).
-        source_pix_fmt: kept by lossless codecs.
+        codec: an output profile name (:data:`pipeline.profiles.PROFILES`; default by
+            container).
+        source_pix_fmt: its bit depth is kept (a lossless profile keeps the format itself).
         audio: dub audio file to mux, or None.
         audio_start: presentation time of the first picture, where the dub audio starts.
         duration: the picture's length in seconds; the audio is cut or padded to it.
         colour: the source's ``colorspace``, ``color_range``, ``color_primaries`` and
             ``color_trc`` tags, carried over so players convert the output as they did the source.
+        timecode: SMPTE start timecode of the first picture (``HH:MM:SS:FF``, ``;`` before
+            the frames when drop-frame), or None.
+        metadata: container metadata (provenance); MOV/MP4 keep arbitrary keys.
+
+    Raises:
+        ProfileError: unknown profile, or one the container or the source's bit depth forbids.
     """
 
     def __init__(self, output: Path, *, width: int, height: int, time_base: Fraction,
                  average_rate: Fraction | None, codec: str | None, source_pix_fmt: str,
                  sample_aspect_ratio: Fraction = Fraction(1), audio: Path | None = None,
                  audio_start: float = 0.0, duration: float = 0.0,
-                 colour: dict[str, int] | None = None):
+                 colour: dict[str, int] | None = None, timecode: str | None = None,
+                 metadata: dict[str, str] | None = None):
         self.output = Path(output)
         suffix = self.output.suffix.lower()
-        if suffix not in DEFAULT_VIDEO_CODEC:
-            raise LipdubError(f"{self.output}: unsupported output container {suffix!r}; "
-                              "use .mp4, .mov or .mkv")
-        codec = codec or DEFAULT_VIDEO_CODEC[suffix]
-        if codec not in VIDEO_CODECS:
-            raise LipdubError(f"unknown output codec {codec!r}; choose one of "
-                              f"{', '.join(VIDEO_CODECS)}")
-        encoder, pix_fmt, options = VIDEO_CODECS[codec]
+        self.profile = resolve_profile(codec, suffix)
+        pix_fmt = self.profile.pix_fmt_for(source_pix_fmt)
         self.tmp = temporary_path(self.output)
-        self.container = av.open(str(self.tmp), "w")
+        # MOV/MP4 keep only a few known metadata keys unless told to write them all.
+        options = {"movflags": "use_metadata_tags"} if suffix != ".mkv" and metadata else {}
+        self.container = av.open(str(self.tmp), "w", options=options)
+        self.container.metadata.update(metadata or {})
         rate = average_rate if average_rate and average_rate > 0 else Fraction(25)
-        self.stream = self.container.add_stream(encoder, rate=rate, options=dict(options))
+        self.stream = self.container.add_stream(self.profile.encoder, rate=rate,
+                                                options=dict(self.profile.options))
         self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = pix_fmt or source_pix_fmt
+        self.stream.pix_fmt = pix_fmt
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
+        if self.profile.intra_only:
+            # Slice threads only: each picture's packet comes back at once, so copied source
+            # packets and encoded ones stay in order.
+            self.stream.thread_type = "SLICE"
+        if timecode:
+            self.stream.metadata["timecode"] = timecode
         for tag, value in (colour or {}).items():
             if value:
                 setattr(self.stream.codec_context, tag, value)
         if sample_aspect_ratio and sample_aspect_ratio != 1:
             self.stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         self.pix_fmt = self.stream.pix_fmt
-        self.audio = AudioTrack(self.container, audio, audio_start, duration) if audio else None
+        self.audio = (AudioTrack(self.container, audio, audio_start, duration, self.profile)
+                      if audio else None)
         self.audio_start = audio_start
         self.last_time = audio_start
+        self.frames_encoded = 0
+        self.packets_copied = 0
+        # Pictures in the order written: a copied packet, or None until its encoded one comes.
+        self._slots: deque = deque()
+
+    def open_encoder(self) -> None:
+        """Open the video encoder now (its extradata is then known, see passthrough)."""
+        if not self.stream.codec_context.is_open:
+            self.stream.codec_context.open()
 
     def write(self, frame: av.VideoFrame) -> None:
         """Encode one picture (its pts/time_base are the source's) and interleave audio."""
@@ -216,9 +248,31 @@ class VideoWriter:
             pts, tb = frame.pts, frame.time_base
             frame = frame.reformat(format=self.pix_fmt)
             frame.pts, frame.time_base = pts, tb
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.last_time = float(frame.pts * frame.time_base)
+        self._slots.append(None)
+        self._take(self.stream.encode(frame))
+        self.frames_encoded += 1
+        self._advance(float(frame.pts * frame.time_base))
+
+    def copy_packet(self, packet: av.Packet) -> None:
+        """Mux a source packet unchanged (an untouched picture of an intra-only source)."""
+        packet.stream = self.stream
+        self._slots.append(packet)
+        self._drain()
+        self.packets_copied += 1
+        self._advance(float(packet.pts * packet.time_base))
+
+    def _take(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            index = self._slots.index(None)
+            self._slots[index] = packet
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._slots and self._slots[0] is not None:
+            self.container.mux(self._slots.popleft())
+
+    def _advance(self, seconds: float) -> None:
+        self.last_time = seconds
         if self.audio:
             self.audio.write_until(self.last_time - self.audio_start + 0.5)  # a little ahead
 
@@ -226,8 +280,9 @@ class VideoWriter:
         """Flush, finish the audio (cut or padded to the picture), and rename into place."""
         report = None
         try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
+            self._take(self.stream.encode(None))
+            if self._slots:
+                raise MediaError(f"{self.output}: the encoder returned fewer pictures than given")
             if self.audio:
                 report = self.audio.finish()
         finally:

@@ -1,7 +1,8 @@
 """The ``dub_film`` Prefect flow: a whole film, every character, resumable.
 
 probe -> shots -> face tracks per shot (parallel) -> stem analysis -> routing -> lip-sync units
-(each holds the ``gpu`` slot only around model calls; results cached by content) -> assembly ->
+(each holds the ``gpu`` slot only around model calls; results cached by content) -> assembly (in
+the output profile, source timecode and provenance tags carried) -> OTIO timeline -> QC report ->
 run summary and Prefect artifacts. The tasks are thin wrappers over plain stage functions.
 """
 
@@ -12,6 +13,7 @@ import json
 import threading
 import time
 from dataclasses import asdict
+from fractions import Fraction
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -29,6 +31,7 @@ from .assemble import assemble_film
 from .film_scan import FilmScan, TrackInfo, load_tracks, save_tracks, scan_film, track_shot
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
+from .provenance import provenance_metadata
 from .routing import Decision, route
 from .segment_sync import (
     SyncUnit,
@@ -39,6 +42,7 @@ from .segment_sync import (
     units_from_decisions,
 )
 from .stems import StemAnalysis, analyse_stem, mix_stems
+from .timecode import read_timecode
 
 GPU_SLOT = "gpu"
 _models: dict[tuple, object] = {}
@@ -134,11 +138,35 @@ def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
 
 @task(name="assemble", cache_policy=NO_CACHE)
 def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[tuple],
-                  audio: Path) -> tuple[int, dict]:
-    changed, report = assemble_film(info, scan, results, job.output.path, audio=audio,
-                                    codec=job.output.codec,
-                                    match_colour=job.settings.match_colour)
-    return changed, asdict(report) if report else {}
+                  audio: Path, timecode: str | None, metadata: dict[str, str]) -> dict:
+    done = assemble_film(info, scan, results, job.output.path, audio=audio,
+                         codec=job.output.codec, match_colour=job.settings.match_colour,
+                         timecode=timecode, metadata=metadata)
+    return asdict(done)
+
+
+@task(name="qc", cache_policy=NO_CACHE)
+def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
+            header: dict) -> dict:
+    import numpy as np
+
+    from .qc import QCSegment, run_qc
+
+    segments = []
+    for unit, result in units:
+        with np.load(result["path"]) as data:
+            boxes = {int(f): tuple(int(v) for v in b) for f, b in zip(data["frames"],
+                                                                     data["boxes"])}
+        segments.append(QCSegment(unit.name, unit.shot, unit.start, unit.end, boxes,
+                                  unit.character))
+    out = job.output.path
+    report = run_qc(out, audio, segments, [(s.index, s.start, s.end) for s in scan.shots],
+                    out.with_name(out.stem + "_qc"), source=job.film, lse=job.checkpoints.lse,
+                    expert=job.checkpoints.expert, device="cpu", header=header)
+    return {"html": report["html"], "json": report["json"],
+            "shots_flagged": report["shots_flagged"],
+            "segments_flagged": report["segments_flagged"],
+            "sync_model": report["sync_model"], "loudness": report["loudness"]}
 
 
 def _ensure_gpu_limit() -> None:
@@ -197,18 +225,50 @@ def dub_film(job: dict | str) -> dict:
 
     audio = spec.output.audio or mix_stems(list(spec.stems.values()), work / "dub_mix.wav",
                                            scan.duration)
-    changed, audio_report = assemble_task(
-        spec, info, scan, [(u.start, u.end, Path(r["path"])) for u, r in results], audio)
+    start_tc = read_timecode(spec.film)
+    tags = provenance_metadata([asdict(u) for u, _ in results], rate=info.average_rate,
+                               timecode=start_tc)
+    done = assemble_task(spec, info, scan, [(u.start, u.end, Path(r["path"])) for u, r in results],
+                         audio, start_tc.text if start_tc else None, tags)
+    changed = done["changed"]
     clock["assembled"] = time.perf_counter()
-    summary = _summary(spec, scan, tracks, stems, decisions, results, changed, audio_report,
-                       clock)
+    otio_path = _export_timeline(spec, info, scan, results, start_tc, tags)
+    qc = None
+    if spec.output.qc:
+        qc = qc_task(spec, scan, results, audio, {"consent": spec.consent, "provenance": tags,
+                                                   "timecode": start_tc.as_dict() if start_tc
+                                                   else None})
+    clock["checked"] = time.perf_counter()
+    summary = _summary(spec, scan, tracks, stems, decisions, results, changed,
+                       done["audio"] or {}, clock)
+    summary.update({"profile": done["profile"], "pix_fmt": done["pix_fmt"],
+                    "packets_copied": done["packets_copied"],
+                    "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
+                    "timecode": start_tc.as_dict() if start_tc else None,
+                    "provenance": tags, "otio": str(otio_path), "qc": qc})
     summary_path = spec.output.path.with_name(spec.output.path.name + ".json")
     summary_path.write_text(json.dumps(summary, indent=2))
     create_markdown_artifact(
         f"**{spec.output.path.name}**: {changed} of {len(scan.times)} frames changed, "
-        f"{summary['units_computed']} units computed, {summary['units_cached']} from cache.",
+        f"{summary['units_computed']} units computed, {summary['units_cached']} from cache."
+        + (f" QC: {qc['shots_flagged']} shot(s) flagged ({qc['html']})." if qc else ""),
         key="lipdub-result", description="dubbed film")
     return summary
+
+
+def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, start_tc,
+                     tags: dict) -> Path:
+    """The OTIO timeline of the delivered file (shots on V1, dubbed segments above)."""
+    from .otio_export import Span, build_timeline, write_timeline
+
+    out = spec.output.path
+    shots = [Span(f"shot {s.index}", s.start, s.end, {"shot": s.index}) for s in scan.shots]
+    segments = [Span(u.name, u.start, u.end, {"shot": u.shot, "character": u.character,
+                                              "track": u.track_id}) for u, _ in results]
+    rate = info.average_rate or Fraction(1) / Fraction(scan.frame_duration).limit_denominator(1001)
+    timeline = build_timeline(out.stem, out, rate, len(scan.times), start_tc, shots, segments,
+                              {"consent": spec.consent, "provenance": tags})
+    return write_timeline(timeline, out.with_suffix(".otio"))
 
 
 def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision]) -> None:
@@ -250,5 +310,6 @@ def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_repor
             "analysis_s": round(clock["analysed"] - clock["start"], 2),
             "lipsync_s": round(clock["synced"] - clock["analysed"], 2),
             "assembly_s": round(clock["assembled"] - clock["synced"], 2),
+            "qc_s": round(clock["checked"] - clock["assembled"], 2),
         },
     }

@@ -19,6 +19,16 @@ def to_bgr(frame: av.VideoFrame, width: int | None = None, height: int | None = 
     return frame.to_ndarray(format="bgr24", width=width, height=height)
 
 
+def is_deep(frame: av.VideoFrame) -> bool:
+    """Whether the frame has more than 8 bits per sample (10-bit, 12-bit...)."""
+    return frame.format.components[0].bits > 8
+
+
+def to_bgr_at_depth(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) BGR at the frame's own precision: uint8 for 8-bit, else uint16 (0..65535)."""
+    return frame.to_ndarray(format="bgr48le", threads=1) if is_deep(frame) else to_bgr(frame)
+
+
 def _plane_dtype(frame: av.VideoFrame) -> np.dtype:
     return np.dtype(np.uint16) if frame.format.components[0].bits > 8 else np.dtype(np.uint8)
 
@@ -62,7 +72,9 @@ def patch_frame(
 
     Arguments:
         frame: the decoded source frame (planar YUV).
-        frame_bgr: (H, W, 3) uint8 BGR of the whole frame, already edited inside ``box``.
+        frame_bgr: (H, W, 3) BGR of the whole frame, already edited inside ``box``: uint8, or
+            uint16 (0..65535, see :func:`to_bgr_at_depth`) so that a 10-bit frame is patched
+            from 16-bit pixels, not 8-bit ones.
         box: ``x0, y0, x1, y1`` integer face box (exclusive ends) the mask belongs to.
         mask: (y1 - y0, x1 - x0) float mask; pixels where it is 0 keep their source values.
 
@@ -84,8 +96,11 @@ def patch_frame(
         return frame
     region = np.ascontiguousarray(frame_bgr[ay0:ay1, ax0:ax1])
     colorspace = _SWS_COLORSPACES.get(int(frame.colorspace or 0))
-    patch = av.VideoFrame.from_ndarray(region, format="bgr24").reformat(
-        format=frame.format.name, dst_colorspace=colorspace
+    bgr_format = "bgr48le" if region.dtype == np.uint16 else "bgr24"
+    # One thread: libswscale 8's threaded slices were seen to leave rows of a bgr48le -> 10-bit
+    # patch unconverted now and then; a patch is small anyway.
+    patch = av.VideoFrame.from_ndarray(region, format=bgr_format).reformat(
+        format=frame.format.name, dst_colorspace=colorspace, threads=1
     )
     patch_planes = plane_arrays(patch)
     for i, (dst, src) in enumerate(zip(planes, patch_planes)):

@@ -57,15 +57,26 @@ class Override(_Strict):
 
 class OutputSpec(_Strict):
     path: Path
-    codec: Literal["h264", "h265", "ffv1"] | None = None
+    codec: str | None = Field(default=None, description="output profile (pipeline.profiles)")
     overwrite: bool = False
     audio: Path | None = Field(default=None, description="dub mix to mux (default: stems mixed)")
+    qc: bool = Field(default=True, description="write the QC report beside the output")
+
+    @field_validator("codec")
+    @classmethod
+    def _profile(cls, codec: str | None) -> str | None:
+        from .profiles import PROFILES
+
+        if codec is not None and codec not in PROFILES:
+            raise ValueError(f"unknown output codec {codec!r}; choose one of {', '.join(PROFILES)}")
+        return codec
 
 
 class Checkpoints(_Strict):
     generator: str
     expert: str | None = None
     detector: str | None = None
+    lse: str | None = Field(default=None, description="syncnet_v2 weights, for QC's LSE")
 
 
 class Settings(_Strict):
@@ -170,6 +181,19 @@ def media_duration(path: Path) -> float:
         return float(stream.duration * stream.time_base) if stream.duration else 0.0
 
 
+def _profile_problems(job: JobSpec, info) -> list[str]:
+    """The output codec against the output's container and the film's bit depth."""
+    from .profiles import ProfileError, resolve_profile
+
+    try:
+        profile = resolve_profile(job.output.codec, job.output.path.suffix)
+        if info is not None:
+            profile.pix_fmt_for(info.pix_fmt)
+    except ProfileError as exc:
+        return [f"output.codec: {exc}"]
+    return []
+
+
 def check_job_inputs(job: JobSpec, source: str = "job") -> None:
     """Check every file and name the job refers to; report all problems at once.
 
@@ -186,6 +210,7 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
 
     problems: list[str] = []
     film_seconds = 0.0
+    info = None
     try:
         info = probe_video(job.film)
         film_seconds = media_duration(job.film)
@@ -228,12 +253,14 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
         problems.append(f"output.path: folder {out.parent} does not exist")
     if out.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
         problems.append(f"output.path: {out.suffix or 'no extension'}: use .mp4, .mov or .mkv")
+    else:
+        problems += _profile_problems(job, info)
     if job.output.audio is not None:
         try:
             audio_duration(job.output.audio)
         except LipdubError as exc:
             problems.append(f"output.audio: {exc}")
-    for key in ("generator", "expert"):
+    for key in ("generator", "expert", "lse"):
         value = getattr(job.checkpoints, key)
         if value is not None:
             try:

@@ -216,7 +216,8 @@ def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 4800
                 take = buffers[i][:, :n]
                 block[:, : take.shape[1]] += take
                 buffers[i] = buffers[i][:, n:]
-            pcm = (np.clip(block, -1, 1) * 8388607).astype(np.int32)
+            # pcm_s24le keeps the top 24 bits of s32 samples: scale to 24 bits, shift into place.
+            pcm = (np.clip(block, -1, 1) * 8388607).astype(np.int32) << 8
             frame = av.AudioFrame.from_ndarray(pcm.T.reshape(1, -1).copy(), format="s32",
                                                layout="stereo")
             frame.sample_rate = rate

@@ -24,13 +24,15 @@ import numpy as np
 from tqdm import tqdm
 
 from .audio import MEL_STEP_SIZE, mel_chunk_start_at, melspectrogram, read_audio
-from .composite import composite_face
+from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError, MediaError
 from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
-from .frames import frame_from_planes, is_planar_yuv, patch_frame, plane_arrays, to_bgr
+from .frames import frame_from_planes, plane_arrays, to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box
 from .media import VideoInfo, iter_video_frames, probe_video
+from .provenance import provenance_metadata
+from .timecode import read_timecode
 
 
 @dataclass
@@ -81,6 +83,9 @@ class RunSummary:
     device: str = ""
     precision: str = ""
     settings: dict = field(default_factory=dict)
+    profile: str = ""
+    timecode: str | None = None
+    provenance: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -299,12 +304,19 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
                          device=str(model.device), precision=model.precision,
                          settings={k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(
                              v, Path) else v) for k, v in asdict(options).items()})
+    start_tc = None if info.is_still else read_timecode(video)
+    synced_ranges = [{"start": a, "end": b + 1} for a, b in _passed_ranges(
+        [None if box is not None else 0 for box in plan])]
+    tags = provenance_metadata(synced_ranges, rate=rate, timecode=start_tc)
     writer = VideoWriter(output, width=info.width, height=info.height, time_base=time_base,
                          average_rate=rate, codec=options.codec,
                          source_pix_fmt="yuv420p" if info.is_still else info.pix_fmt,
                          sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
                          audio_start=float(t0), duration=times.duration,
-                         colour=None if info.is_still else info.colour)
+                         colour=None if info.is_still else info.colour,
+                         timecode=start_tc.text if start_tc else None, metadata=tags)
+    summary.profile, summary.provenance = writer.profile.name, tags
+    summary.timecode = start_tc.text if start_tc else None
     try:
         synced = _render(frames(), plan, mel, chunk_starts, model, writer, options, n_frames)
         audio_report = writer.close()
@@ -347,12 +359,9 @@ def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyn
             while (item := results.get()) is not None:
                 pending, preds = item
                 for (frame, bgr, box), pred in zip(pending, preds):
-                    if box is not None and is_planar_yuv(frame):
-                        x0, y0, x1, y1 = box
-                        blended, mask = composite_face(bgr[y0:y1, x0:x1], pred,
-                                                       match_colour=options.match_colour)
-                        bgr[y0:y1, x0:x1] = blended
-                        frame = patch_frame(frame, bgr, box, mask)
+                    if box is not None:
+                        frame = paste_faces(frame, [(box, pred)], bgr=bgr,
+                                            match_colour=options.match_colour)
                     writer.write(frame)
                     bar.update()
         except BaseException as exc:  # noqa: BLE001 - re-raised by the producer

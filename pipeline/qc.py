@@ -1,0 +1,334 @@
+"""Per-shot, per-segment quality control of a dubbed picture: sync, seams, flicker.
+
+For every dubbed segment (frames [start, end) of one face, with its box per frame):
+
+- sync: LSE-D, LSE-C and the A/V offset (:mod:`pipeline.qc_sync`; "not measured" when no sync
+  network is given);
+- seam: the luma step across the composite mask's soft edge, measured along the edge's normal
+  (mean |dL/dn| in 8-bit grey levels where the mask changes); with the source at hand, the
+  output's value minus the source's, so only what the composite added counts;
+- flicker: the temporal second difference of luma inside the mouth region (mask > 0.5),
+  |L(t-1) - (L(t-2) + L(t)) / 2| averaged, grey levels; likewise minus the source's.
+
+The picture is decoded once (the source beside it, in step). Shots sum up their segments; a shot
+is flagged when any of its segments is. :mod:`pipeline.qc_report` writes the contact sheets, the
+sync-confidence plots, ``qc.json`` and ``qc.html``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .composite import lower_face_mask
+from .frames import to_bgr
+from .media import iter_video_frames, open_media
+from .qc_sync import AudioSource, SyncModel, measure, model_crop
+
+
+@dataclass
+class QCSegment:
+    """A dubbed stretch of one face: frames [start, end), ``boxes`` by frame index."""
+
+    name: str
+    shot: int
+    start: int
+    end: int
+    boxes: dict[int, tuple[int, int, int, int]]
+    character: str | None = None
+
+
+@dataclass
+class QCSettings:
+    """What QC measures and where it draws the line (every threshold is a flag, not a failure).
+
+    Attributes:
+        max_offset_frames: |A/V offset| above this many frames is flagged.
+        min_lse_c: syncnet_v2 confidence below this is flagged (published real footage: 6-8).
+        min_expert_c: expert confidence (its own scale) at or below this is flagged.
+        max_seam: grey levels the composite may add across the mask edge.
+        max_flicker: grey levels of temporal flicker the composite may add in the mouth.
+        sheet_frames: pictures per shot on the contact sheet.
+    """
+
+    max_offset_frames: int = 1
+    min_lse_c: float = 3.0
+    min_expert_c: float = 0.0
+    max_seam: float = 4.0
+    max_flicker: float = 3.0
+    sheet_frames: int = 6
+
+
+@dataclass
+class _Collect:
+    segment: QCSegment
+    times: list[float] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
+    seam: list[float] = field(default_factory=list)
+    flicker: list[float] = field(default_factory=list)
+
+    @property
+    def last(self) -> int:
+        return max(self.segment.boxes) if self.segment.boxes else -1
+
+
+def _edge_terms(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    gy, gx = np.gradient(mask)
+    norm = np.hypot(gx, gy)
+    band = norm > 0.01
+    return gx[band] / norm[band], gy[band] / norm[band], band
+
+
+def seam_value(luma: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |dL/dn| (grey levels per pixel) across the soft edge of ``mask`` in ``luma``."""
+    nx, ny, band = _edge_terms(mask)
+    if not band.any():
+        return 0.0
+    ly, lx = np.gradient(luma)
+    return float(np.abs(lx[band] * nx + ly[band] * ny).mean())
+
+
+def flicker_value(previous2: np.ndarray, previous: np.ndarray, current: np.ndarray,
+                  mask: np.ndarray) -> float:
+    """Mean |L(t-1) - (L(t-2) + L(t)) / 2| inside the mouth region (mask > 0.5)."""
+    inside = mask > 0.5
+    if not inside.any():
+        return 0.0
+    second = previous - (previous2 + current) / 2
+    return float(np.abs(second[inside]).mean())
+
+
+def _luma(bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def _box_metrics(lumas: list[np.ndarray], box, mask) -> tuple[float, float | None]:
+    x0, y0, x1, y1 = box
+    crops = [lum[y0:y1, x0:x1] for lum in lumas]
+    seam = seam_value(crops[-1], mask)
+    flicker = flicker_value(*crops, mask) if len(crops) == 3 else None
+    return seam, flicker
+
+
+def sheet_picks(segments: list[QCSegment], count: int) -> set[int]:
+    """Frames shown on a shot's contact sheet: ``count`` spread over its dubbed frames."""
+    frames = sorted({f for s in segments for f in s.boxes})
+    if not frames:
+        return set()
+    at = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    return {frames[i] for i in at}
+
+
+def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | None = None,
+                     sync: SyncModel | None = None, audio: AudioSource | None = None,
+                     sheet_frames: int = 6) -> tuple[list[dict], dict[int, list]]:
+    """Decode ``output`` (and ``source`` in step) once and measure every segment.
+
+    Returns:
+        (one dict per segment: name, shot, character, frames, sync, seam, flicker;
+        contact-sheet tiles per shot: [(frame, source crop or None, output crop)]).
+    """
+    by_shot: dict[int, list[QCSegment]] = {}
+    for seg in segments:
+        by_shot.setdefault(seg.shot, []).append(seg)
+    picks = set().union(*(sheet_picks(s, sheet_frames) for s in by_shot.values())) if by_shot \
+        else set()
+    last = max((s.end for s in segments), default=0)
+    collecting = {s.name: _Collect(s) for s in segments}
+    lasts = {name: col.last for name, col in collecting.items()}
+    tiles: dict[int, list] = {}
+    history: list[tuple[np.ndarray, np.ndarray | None]] = []  # (output luma, source luma)
+    results: list[dict] = []
+    out_frames = iter_video_frames(output)
+    src_frames = iter_video_frames(source) if source else itertools.repeat(None)
+    t0 = None
+    for index, (frame, src) in enumerate(zip(out_frames, src_frames)):
+        if index >= last:
+            break
+        time = float(frame.pts * frame.time_base)
+        t0 = time if t0 is None else t0
+        active = [c for c in collecting.values()
+                  if c.segment.start <= index < c.segment.end and index in c.segment.boxes]
+        if not active:
+            history.clear()
+            continue
+        bgr = to_bgr(frame)
+        src_bgr = to_bgr(src) if src is not None else None
+        history = (history + [(_luma(bgr), None if src_bgr is None else _luma(src_bgr))])[-3:]
+        for col in active:
+            box = col.segment.boxes[index]
+            mask = lower_face_mask(box[3] - box[1], box[2] - box[0])
+            seam, flicker = _box_metrics([h[0] for h in history], box, mask)
+            if src_bgr is not None:
+                src_seam, src_flicker = _box_metrics([h[1] for h in history], box, mask)
+                seam -= src_seam
+                flicker = None if flicker is None else flicker - src_flicker
+            col.seam.append(seam)
+            if flicker is not None:
+                col.flicker.append(flicker)
+            col.times.append(time)
+            if sync is not None:
+                col.crops.append(model_crop(sync, bgr, box))
+            if index in picks:
+                tiles.setdefault(col.segment.shot, []).append(
+                    (index, _tile(src_bgr, box), _tile(bgr, box)))
+        for col in [c for c in active if index == lasts[c.segment.name]]:
+            results.append(_finish(col, sync, audio, t0, source is not None))
+            del collecting[col.segment.name]
+    for col in collecting.values():  # segments whose pictures ran out early
+        results.append(_finish(col, sync, audio, t0 or 0.0, source is not None))
+    order = {s.name: i for i, s in enumerate(segments)}
+    return sorted(results, key=lambda r: order[r["name"]]), tiles
+
+
+def _tile(bgr: np.ndarray | None, box, height: int = 160) -> np.ndarray | None:
+    if bgr is None:
+        return None
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    x0, y0 = max(0, x0 - w // 5), max(0, y0 - h // 5)
+    x1, y1 = min(bgr.shape[1], x1 + w // 5), min(bgr.shape[0], y1 + h // 5)
+    crop = bgr[y0:y1, x0:x1]
+    width = max(1, round(crop.shape[1] * height / max(1, crop.shape[0])))
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _finish(col: _Collect, sync: SyncModel | None, audio: AudioSource | None, t0: float,
+            relative: bool) -> dict:
+    seg = col.segment
+    if sync is None or audio is None:
+        sync_result = {"measured": False, "reason": "no sync model given (syncnet_v2 or expert)"}
+    elif not col.crops:
+        sync_result = {"measured": False, "reason": "no pictures with a face box"}
+    else:
+        sync_result = measure(sync, col.crops, np.asarray(col.times), audio, t0)
+    return {
+        "name": seg.name, "shot": seg.shot, "character": seg.character,
+        "start": seg.start, "end": seg.end, "frames_measured": len(col.times),
+        "start_time": round(col.times[0] - t0, 4) if col.times else None,
+        "end_time": round(col.times[-1] - t0, 4) if col.times else None,
+        "sync": sync_result,
+        "seam": round(float(np.mean(col.seam)), 3) if col.seam else None,
+        "flicker": round(float(np.mean(col.flicker)), 3) if col.flicker else None,
+        "relative_to_source": relative,
+    }
+
+
+def flag_segment(result: dict, settings: QCSettings) -> list[str]:
+    """Why a segment needs a look (empty: it passes every threshold)."""
+    flags = []
+    sync = result["sync"]
+    if sync.get("measured"):
+        if abs(sync["offset_frames"]) > settings.max_offset_frames:
+            flags.append(f"A/V offset {sync['offset_frames']:+d} frames "
+                         f"({sync['offset_seconds']:+.3f} s)")
+        low = settings.min_lse_c if sync["metric"] == "syncnet_v2" else settings.min_expert_c
+        if sync["lse_c"] <= low:
+            flags.append(f"low sync confidence (LSE-C {sync['lse_c']:.2f} <= {low:g})")
+    if result["seam"] is not None and result["seam"] > settings.max_seam:
+        flags.append(f"visible seam (+{result['seam']:.1f} grey levels across the mask edge)")
+    if result["flicker"] is not None and result["flicker"] > settings.max_flicker:
+        flags.append(f"mouth flicker (+{result['flicker']:.1f} grey levels)")
+    return flags
+
+
+def summarise(results: list[dict], shots: list[tuple[int, int, int]],
+              settings: QCSettings) -> list[dict]:
+    """Per shot (index, start, end): its segments with their flags; flagged shots first."""
+    rows = []
+    known = {index for index, _, _ in shots}
+    extra = sorted({r["shot"] for r in results} - known)  # segments of shots not listed
+    shots = list(shots) + [(i, min(r["start"] for r in results if r["shot"] == i),
+                            max(r["end"] for r in results if r["shot"] == i)) for i in extra]
+    for index, start, end in shots:
+        segs = [dict(r, flags=flag_segment(r, settings)) for r in results if r["shot"] == index]
+        measured = [s["sync"] for s in segs if s["sync"].get("measured")]
+        rows.append({
+            "shot": index, "start": start, "end": end, "segments": segs,
+            "flagged": any(s["flags"] for s in segs),
+            "worst_lse_c": min((m["lse_c"] for m in measured), default=None),
+            "worst_offset": max((m["offset_frames"] for m in measured), key=abs, default=None),
+        })
+    return sorted(rows, key=lambda r: (not r["flagged"], r["shot"]))
+
+
+def _audio_lead(path: Path) -> float:
+    """Seconds between a file's first audio sample and its first picture."""
+    with open_media(path) as container:
+        video, audio = container.streams.video[0], container.streams.audio
+        if not audio:
+            return 0.0
+
+        def start(stream) -> float:
+            return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+
+        return start(video) - start(audio[0])
+
+
+def measure_loudness(path: Path) -> dict:
+    """Integrated loudness (ITU-R BS.1770, LUFS) and sample peak of the delivered audio.
+
+    Uses pyloudnorm when it is installed; otherwise says "not measured".
+    """
+    try:
+        import pyloudnorm
+    except ImportError:
+        return {"measured": False, "reason": "pyloudnorm is not installed (pip install pyloudnorm)"}
+    from .stems import iter_audio_blocks
+
+    blocks = list(iter_audio_blocks(path, None, mono=False, block_seconds=10.0))
+    with open_media(path) as container:
+        rate = container.streams.audio[0].rate
+    data = np.concatenate(blocks, axis=1).T.astype(np.float64)
+    loudness = pyloudnorm.Meter(rate).integrated_loudness(data)
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    return {"measured": True, "standard": "ITU-R BS.1770-4 (pyloudnorm)",
+            "integrated_lufs": round(float(loudness), 2) if np.isfinite(loudness) else None,
+            "sample_peak_dbfs": round(20 * np.log10(peak), 2) if peak > 0 else None}
+
+
+def run_qc(output: Path, audio: Path, segments: list[QCSegment],
+           shots: list[tuple[int, int, int]], out_dir: Path, *, source: Path | None = None,
+           lse: str | None = None, expert: str | None = None, device: str = "cpu",
+           settings: QCSettings | None = None, loudness: bool = True,
+           header: dict | None = None) -> dict:
+    """Measure, flag and write the QC report of ``output`` (see the module docstring).
+
+    Arguments:
+        output: the dubbed picture; audio: the delivered audio (sample 0 = its first picture).
+        segments, shots: what to measure; shots as (index, first frame, end frame).
+        out_dir: where ``qc.json``, ``qc.html`` and the PNGs go (created).
+        source: the undubbed picture, for before/after and source-relative seam and flicker.
+        lse, expert: sync networks' weights (name or file); syncnet_v2 is preferred.
+        header: shown at the top of the report and stored in the JSON (consent, provenance...).
+
+    Returns:
+        The report as stored in ``qc.json`` (plus ``html`` and ``json`` paths).
+    """
+    from .qc_report import write_report
+    from .qc_sync import load_sync_model
+
+    settings = settings or QCSettings()
+    sync = load_sync_model(lse, expert, device)
+    same_file = Path(audio).resolve() == Path(output).resolve()
+    source_audio = AudioSource(audio, sync.kind, _audio_lead(output) if same_file else 0.0) \
+        if sync else None
+    results, tiles = measure_segments(output, segments, source=source, sync=sync,
+                                      audio=source_audio, sheet_frames=settings.sheet_frames)
+    rows = summarise(results, shots, settings)
+    report = {
+        **(header or {}),
+        "output": str(output), "source": str(source) if source else None, "audio": str(audio),
+        "sync_model": {"kind": sync.kind, "weights": sync.source} if sync else None,
+        "loudness": measure_loudness(audio) if loudness else {"measured": False,
+                                                               "reason": "not asked"},
+        "thresholds": asdict(settings),
+        "shots_flagged": sum(r["flagged"] for r in rows),
+        "segments_flagged": sum(bool(s["flags"]) for r in rows for s in r["segments"]),
+        "shots": rows,
+    }
+    return write_report(report, tiles, Path(out_dir))

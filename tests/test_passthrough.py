@@ -1,0 +1,65 @@
+"""Untouched pictures of an intra-only source are copied packet for packet."""
+
+from __future__ import annotations
+
+from mastering_media import TALKING_HEAD, encode_clip, fake_unit, film_of, video_packets
+
+from pipeline.assemble import assemble_film
+from pipeline.encode import VideoWriter
+from pipeline.passthrough import check_passthrough
+
+EDITED = range(5, 9)
+
+
+def _writer(tmp_path, info, codec, name):
+    return VideoWriter(tmp_path / name, width=info.width, height=info.height,
+                       time_base=info.time_base, average_rate=info.average_rate, codec=codec,
+                       source_pix_fmt=info.pix_fmt)
+
+
+def test_untouched_packets_are_copied_bit_exact(media_dir, tmp_path):
+    source = encode_clip(tmp_path / "src.mov", media_dir / "video" / TALKING_HEAD, 16,
+                         "prores_ks", "yuv422p10le", options={"profile": "hq"})
+    info, scan = film_of(source)
+    unit = fake_unit(tmp_path / "unit.npz", EDITED)
+    done = assemble_film(info, scan, [(5, 9, unit)], tmp_path / "out.mov", audio=None,
+                         codec="prores_hq")
+    assert done.passthrough.startswith("packets copied")
+    assert (done.packets_copied, done.frames_encoded, done.changed) == (12, 4, 4)
+    src, out = video_packets(source), video_packets(tmp_path / "out.mov")
+    assert len(src) == len(out) == 16
+    for i, (a, b) in enumerate(zip(src, out)):
+        assert (a == b) == (i not in EDITED), f"packet {i}"
+
+    # Switched off, or into another profile, every picture is encoded once.
+    again = assemble_film(info, scan, [(5, 9, unit)], tmp_path / "enc.mov", audio=None,
+                          codec="prores_hq", passthrough=False)
+    assert (again.packets_copied, again.frames_encoded) == (0, 16)
+    writer = _writer(tmp_path, info, "prores_4444", "x.mov")
+    try:
+        check = check_passthrough(source, writer)
+    finally:
+        writer.abort()
+    assert not check.ok and "profile" in check.reason
+
+
+def test_long_gop_and_other_codecs_are_encoded(media_dir, tmp_path):
+    h264 = encode_clip(tmp_path / "src.mp4", media_dir / "video" / TALKING_HEAD, 6, "libx264",
+                       "yuv420p")
+    info, _ = film_of(h264)
+    writer = _writer(tmp_path, info, "h264", "y.mp4")
+    try:
+        check = check_passthrough(h264, writer)
+    finally:
+        writer.abort()
+    assert not check.ok and "not intra-only" in check.reason
+    # FFV1 with a GOP longer than one: its pictures depend on each other.
+    ffv1 = encode_clip(tmp_path / "gop.mkv", media_dir / "video" / TALKING_HEAD, 6, "ffv1",
+                       "yuv420p", options={"level": "3", "g": "3"})
+    info, _ = film_of(ffv1)
+    writer = _writer(tmp_path, info, "ffv1", "z.mkv")
+    try:
+        check = check_passthrough(ffv1, writer)
+    finally:
+        writer.abort()
+    assert not check.ok

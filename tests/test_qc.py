@@ -1,0 +1,195 @@
+"""QC: sync figures from the parity-tested LSE code, seams and flicker, the report files, the
+``lipdub qc`` command, loudness, and the QC step of a film run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from filmmaker import write_stem
+from mastering_media import (
+    BOX,
+    TALKING_HEAD,
+    encode_clip,
+    fake_unit,
+    film_of,
+    write_pcm24,
+)
+
+from pipeline.assemble import assemble_film
+from pipeline.audio import read_pcm16_mono_16k
+from pipeline.qc import QCSegment, measure_loudness, run_qc
+from pipeline.qc_sync import load_sync_model, lse_crop
+from pipeline.sync_metrics import mfcc, sync_score, syncnet_features
+
+FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def dubbed(media_dir, tmp_path_factory):
+    """An 8-bit FFV1 source of the talking head, and a copy with a made-up mouth in 4..20."""
+    folder = tmp_path_factory.mktemp("qc")
+    source = encode_clip(folder / "src.mkv", media_dir / "video" / TALKING_HEAD, FRAMES, "ffv1",
+                         "yuv420p", options={"g": "1"})
+    write_pcm24(folder / "mix.wav", FRAMES / 25 + 0.3)
+    info, scan = film_of(source, cuts=[12])
+    unit = fake_unit(folder / "unit.npz", range(4, 20), flicker=True)
+    out = folder / "dub.mkv"
+    assemble_film(info, scan, [(4, 20, unit)], out, audio=folder / "mix.wav", codec="ffv1")
+    segments = [QCSegment("anna_a", 0, 4, 12, {f: BOX for f in range(4, 12)}, "anna"),
+                QCSegment("anna_b", 1, 12, 20, {f: BOX for f in range(12, 20)}, "anna")]
+    shots = [(0, 0, 12), (1, 12, FRAMES)]
+    return folder, source, out, segments, shots
+
+
+@pytest.fixture(scope="module")
+def lse_weights(make_weights, parity_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lse") / "syncnet_v2_synthetic.pth"
+    torch.save(make_weights.build_state_dict(str(parity_dir.parent / "syncnet_eval.keys"), 7),
+               path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def expert_weights(make_weights, parity_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("expert") / "expert_synthetic.pth"
+    torch.save(make_weights.build_state_dict(str(parity_dir.parent / "syncnet_expert.keys"), 7),
+               path)
+    return path
+
+
+def test_qc_sync_figures_are_the_parity_tested_lse(dubbed, lse_weights):
+    folder, source, out, segments, shots = dubbed
+    report = run_qc(out, out, segments, shots, folder / "qc_lse", source=source,
+                    lse=str(lse_weights), header={"consent": "actors agreed, 2024-05-01"})
+    seg = report["shots"][0]["segments"][0] if report["shots"][0]["shot"] == 0 else \
+        report["shots"][1]["segments"][0]
+    assert seg["name"] == "anna_a" and seg["sync"]["metric"] == "syncnet_v2"
+    # The same figures from pipeline.sync_metrics directly, on syncnet_python's crops.
+    import av
+
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)][4:12]
+    model = load_sync_model(str(lse_weights), None).model
+    pcm = read_pcm16_mono_16k(out)[int(4 / 25 * 16000):]
+    pcm = pcm[: int((8 / 25 + 0.25) * 16000)]
+    video_feat, audio_feat = syncnet_features(model, np.stack([lse_crop(f, BOX) for f in frames]),
+                                              mfcc(pcm))
+    want = sync_score(video_feat, audio_feat)
+    assert seg["sync"]["lse_d"] == pytest.approx(want.lse_d, abs=1e-3)
+    assert seg["sync"]["lse_c"] == pytest.approx(want.lse_c, abs=1e-3)
+    assert seg["sync"]["offset_frames"] == want.offset
+    assert len(seg["sync"]["conf"]) == len(want.frame_conf)
+    # Synthetic weights judge nothing real: low confidence is flagged, so every shot is.
+    assert report["shots_flagged"] == 2
+    qc_dir = folder / "qc_lse"
+    for name in ("qc.html", "qc.json", "shot0000_sheet.png", "shot0000_sync.png",
+                 "shot0001_sheet.png", "shot0001_sync.png"):
+        assert (qc_dir / name).stat().st_size > 0, name
+    page = (qc_dir / "qc.html").read_text()
+    assert "actors agreed, 2024-05-01" in page and "syncnet_v2" in page
+    assert json.loads((qc_dir / "qc.json").read_text())["consent"] == "actors agreed, 2024-05-01"
+
+
+def test_seam_and_flicker_are_relative_to_the_source(dubbed, expert_weights):
+    folder, source, out, segments, shots = dubbed
+    same = run_qc(source, folder / "mix.wav", segments, shots, folder / "qc_same", source=source,
+                  loudness=False)
+    for shot in same["shots"]:
+        for seg in shot["segments"]:
+            assert seg["seam"] == 0 and seg["flicker"] == 0
+            assert seg["sync"] == {"measured": False,
+                                   "reason": "no sync model given (syncnet_v2 or expert)"}
+            assert seg["flags"] == []
+    assert same["shots_flagged"] == 0
+    changed = run_qc(out, folder / "mix.wav", segments, shots, folder / "qc_expert",
+                     source=source, expert=str(expert_weights), loudness=False)
+    segs = [s for shot in changed["shots"] for s in shot["segments"]]
+    assert all(s["flicker"] > 3 for s in segs)  # a noisy made-up mouth flickers
+    assert any("flicker" in f for s in segs for f in s["flags"])
+    assert all(s["sync"]["metric"] == "expert" for s in segs)
+    assert changed["sync_model"]["kind"] == "expert"
+
+
+def test_lipdub_qc_command_on_a_run_summary(dubbed, capsys):
+    from pipeline.cli import main
+
+    folder, source, out, segments, shots = dubbed
+    summary = folder / "sync.json"
+    summary.write_text(json.dumps({"frames": FRAMES,
+                                   "face_boxes": [[f, *BOX] for f in range(4, 20)]}))
+    code = main(["qc", str(out), str(folder / "mix.wav"), "--summary", str(summary),
+                 "--source", str(source), "-o", str(folder / "qc_cli"), "--no-loudness"])
+    assert code == 0
+    assert "of 1 shots flagged; report:" in capsys.readouterr().out
+    report = json.loads((folder / "qc_cli" / "qc.json").read_text())
+    assert [s["name"] for s in report["shots"][0]["segments"]] == ["shot0000_4-20"]
+    assert main(["qc", str(folder / "missing.mkv"), str(folder / "mix.wav")]) == 2
+    assert "missing.mkv: file not found" in capsys.readouterr().err
+
+
+def test_loudness_is_measured_when_pyloudnorm_is_there(dubbed, monkeypatch):
+    folder = dubbed[0]
+    monkeypatch.setitem(sys.modules, "pyloudnorm", None)  # import fails
+    assert measure_loudness(folder / "mix.wav")["measured"] is False
+    seen = {}
+
+    class Meter:
+        def __init__(self, rate):
+            seen["rate"] = rate
+
+        def integrated_loudness(self, data):
+            seen["shape"] = data.shape
+            return -23.0
+
+    monkeypatch.setitem(sys.modules, "pyloudnorm", types.SimpleNamespace(Meter=Meter))
+    result = measure_loudness(folder / "mix.wav")
+    assert result["measured"] and result["integrated_lufs"] == -23.0
+    assert seen == {"rate": 48000, "shape": (int((FRAMES / 25 + 0.3) * 48000), 2)}
+    assert result["sample_peak_dbfs"] == pytest.approx(0.0, abs=0.01)
+
+
+def test_film_run_delivers_prores_with_timecode_otio_and_qc(
+        media_dir, synthetic_generator, detector_weights, expert_weights, prefect_server,
+        tmp_path):
+    """A whole `dub_film` run into ProRes: timecode and provenance on the output, the OTIO
+    timeline, and the QC report with the consent note."""
+    import opentimelineio as otio
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.flows import dub_film
+    from pipeline.timecode import read_timecode
+
+    clip = media_dir / "video" / TALKING_HEAD
+    film = encode_clip(tmp_path / "film.mov", clip, 30, "prores_ks", "yuv422p10le",
+                       options={"profile": "hq"}, timecode="10:00:00:00", rate=Fraction(25))
+    stem = write_stem(tmp_path / "anna.wav", [(0.0, clip, 1.2)], 1.2)
+    out = tmp_path / "film_dub.mov"
+    job = {"film": str(film), "stems": {"anna": str(stem)},
+           "output": {"path": str(out), "codec": "prores_hq"},
+           "checkpoints": {"generator": str(synthetic_generator),
+                           "detector": str(detector_weights), "expert": str(expert_weights)},
+           "overrides": [{"character": "anna", "face": {"index": 0}}],
+           "settings": {"batch_size": 8},
+           "work_dir": str(tmp_path / "cache"), "consent": "test footage, internal only"}
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        summary = dub_film(job)
+    assert summary["frames_changed"] > 0
+    assert summary["profile"] == "prores_hq" and summary["pix_fmt"] == "yuv422p10le"
+    assert summary["packets_copied"] + summary["frames_encoded"] == 30
+    assert summary["timecode"]["timecode"] == "10:00:00:00"
+    assert read_timecode(out).text == "10:00:00:00"
+    assert summary["provenance"]["lipdub_altered"] == "lip-sync"
+    timeline = otio.adapters.read_from_file(summary["otio"])
+    dubbed_clips = list(timeline.tracks[1].find_clips())
+    assert dubbed_clips and dubbed_clips[0].source_range.start_time.to_timecode(25) \
+        .startswith("10:00:00:")
+    qc = json.loads(open(summary["qc"]["json"]).read())
+    assert qc["consent"] == "test footage, internal only"
+    assert qc["sync_model"]["kind"] == "expert"
+    assert qc["shots"] and all(s["segments"] for s in qc["shots"])
