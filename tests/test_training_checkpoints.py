@@ -17,6 +17,15 @@ from training.logging_utils import MetricsLog, read_metrics
 from training.tiny_models import build_discriminator, build_expert, build_generator, narrowed
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small networks on a shared 2-core machine: one thread avoids OpenMP barrier stalls.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def trained_expert(divisor=16, seed=0):
     """A narrow expert and its Adam after one step (so the optimizer has state)."""
     torch.manual_seed(seed)

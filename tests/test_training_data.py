@@ -79,7 +79,7 @@ def test_expert_samples_follow_the_reference_rules(dataset_root):
     ds = ExpertDataset(dataset_root, "train.txt", seed=3)
     assert ds.fps == 25.0
     positives = 0
-    for i in range(300):
+    for i in range(200):
         draw, (x, mel, y) = ds.sample(i)
         video = ds.videos[draw.video]
         assert x.shape == (15, 48, 96) and x.dtype == torch.float32
@@ -96,7 +96,7 @@ def test_expert_samples_follow_the_reference_rules(dataset_root):
         assert seen == list(range(start, start + 5)), "5 consecutive frames, frame-major"
         assert all(k in video.frames for k in seen)
         positives += draw.positive
-    assert 100 < positives < 200  # about half in sync
+    assert 60 < positives < 140  # about half in sync
 
 
 def test_expert_input_is_the_lower_half_in_bgr_order(tmp_path):
@@ -116,7 +116,7 @@ def test_expert_input_is_the_lower_half_in_bgr_order(tmp_path):
 
 def test_generator_samples_follow_the_reference_rules(dataset_root):
     ds = GeneratorDataset(dataset_root, "train.txt", seed=5)
-    for i in range(200):
+    for i in range(100):
         draw, (x, indiv, mel, gt) = ds.sample(i)
         video = ds.videos[draw.video]
         assert x.shape == (6, 5, 96, 96) and gt.shape == (3, 5, 96, 96)

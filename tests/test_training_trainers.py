@@ -175,6 +175,21 @@ def test_generator_keeps_the_expert_frozen_in_the_chosen_bn_mode(tiny_data, expe
                                                           before.state_dict().values()))
 
 
+def test_mixed_precision_and_channels_last_paths_run(tiny_data, expert_run, tmp_path):
+    # The GPU settings, exercised on the CPU (bf16 autocast exists there too): losses stay in
+    # float32 outside autocast, where BCE is safe.
+    from training.train_generator import main
+
+    args = generator_args(tiny_data, tmp_path, expert_run / "checkpoint_step000000004.pth",
+                          amp="bf16", channels_last="true", max_steps=2,
+                          syncnet_wt_initial=0.01)
+    summary = main(args)
+    assert summary["global_step"] == 2
+    rows = read_metrics(tmp_path / "metrics.csv")
+    losses = [r["value"] for r in rows if r["metric"] in ("l1", "sync", "adversarial")]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+
 def test_generator_losses():
     torch.manual_seed(0)
     disc = build_discriminator(16)

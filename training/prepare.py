@@ -106,8 +106,8 @@ def find_videos(input_path: str | Path) -> list[tuple[Path, str]]:
         return [(root, root.stem)]
     if not root.is_dir():
         raise LipdubError(f"{root}: no such file or folder")
-    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES
-                    and p.is_file() and PARTIAL not in p.as_posix())
+    videos = sorted(p for p in root.rglob("*")
+                    if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
     if not videos:
         raise LipdubError(f"{root}: no videos found ({', '.join(VIDEO_SUFFIXES)})")
     return [(p, p.relative_to(root).with_suffix("").as_posix()) for p in videos]
