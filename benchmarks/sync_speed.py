@@ -29,7 +29,7 @@ import numpy as np
 def run_sync(video: Path, audio: Path, out: Path, args) -> dict:
     cmd = [sys.executable, "-m", "pipeline.cli", "sync", str(video), str(audio), "-o", str(out),
            "--checkpoint", str(args.checkpoint), "--no-progress", "--overwrite",
-           "--batch-size", str(args.batch_size)]
+           ] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
     if args.detector:
         cmd += ["--detector", str(args.detector)]
     if args.precision:
@@ -116,7 +116,7 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--detector", type=Path)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help="default: lipdub's (8 on a CPU)")
     p.add_argument("--batch-sizes", default="8,16,32,64")
     p.add_argument("--loop-seconds", type=float, default=0)
     p.add_argument("--skip-generator", action="store_true")

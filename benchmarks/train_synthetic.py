@@ -18,7 +18,8 @@ Usage (about 40 minutes on an otherwise idle 2-core CPU)::
     .venv/bin/python benchmarks/train_synthetic.py --work /tmp/lipdub_synthetic
 
 Figures are printed and written to WORK/results.json; every run's metrics.csv / metrics.png
-and checkpoints stay under WORK.
+and checkpoints stay under WORK. Run it again on the same WORK after an interruption (or with
+more steps): the dataset is reused and every run continues exactly from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from training.args import ExpertArgs, GeneratorArgs, load_args  # noqa: E402
-from training.checkpoints import checkpoint_path, read_weights_for  # noqa: E402
+from training.checkpoints import (  # noqa: E402
+    checkpoint_path,
+    latest_checkpoint,
+    read_weights_for,
+)
 from training.evaluate import evaluate_expert  # noqa: E402
 from training.logging_utils import read_metrics  # noqa: E402
 from training.synthetic import (  # noqa: E402
@@ -72,18 +77,24 @@ def stage_data(work: Path, audio_dir: Path | None) -> Path:
     return data
 
 
+def resume_last(out: Path) -> list[str]:
+    """``resume=last`` when an earlier, interrupted benchmark left checkpoints in ``out``."""
+    return ["resume=last"] if latest_checkpoint(out) else []
+
+
 def stage_expert(work: Path, data: Path, overrides: list[str]) -> dict:
     from training.train_expert import main
 
     out = work / "expert"
     args = load_args(ExpertArgs, "synthetic_expert",
-                     [f"data.root={data}", f"out_dir={out}", *overrides])
+                     [f"data.root={data}", f"out_dir={out}", *resume_last(out), *overrides])
     start = time.perf_counter()
     summary = main(args)
     seconds = time.perf_counter() - start
-    final = evaluate_expert(summary["checkpoint"], data, "val.txt", batches=32, batch_size=64,
+    checkpoint = summary["checkpoint"] or str(latest_checkpoint(out))
+    final = evaluate_expert(checkpoint, data, "val.txt", batches=32, batch_size=64,
                             seed=args.seed + 1, device=args.device)
-    return {"checkpoint": summary["checkpoint"], "steps": summary["global_step"],
+    return {"checkpoint": checkpoint, "steps": summary["global_step"],
             "seconds": round(seconds), "samples_per_s": round(throughput(out), 1),
             "eval_loss": final["loss"], "off_sync_accuracy": final["accuracy"],
             "acc_in_sync": final["acc_in_sync"], "acc_off_sync": final["acc_off_sync"],
@@ -95,14 +106,17 @@ def run_generator(name: str, work: str, data: str, expert: str, overrides: list[
     from training.train_generator import main
 
     out = Path(work) / name
-    args = load_args(GeneratorArgs, "synthetic_generator",
-                     [f"data.root={data}", f"out_dir={out}", f"expert={expert}", *overrides])
+    values = [f"data.root={data}", f"out_dir={out}", f"expert={expert}", *overrides]
+    if latest_checkpoint(out):  # an earlier, interrupted benchmark: continue exactly
+        values = [v for v in values if not v.startswith("init=")] + ["resume=last"]
+    args = load_args(GeneratorArgs, "synthetic_generator", values)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     summary = main(args)
     seconds = time.perf_counter() - start
-    model, _ = read_weights_for(build_generator, summary["checkpoint"], "generator")
+    checkpoint = summary["checkpoint"] or str(latest_checkpoint(out))
+    model, _ = read_weights_for(build_generator, checkpoint, "generator")
     result = mouth_sync_correlation(model, data, "val.txt", device=args.device, frame_step=2)
     switched = [h["step"] for h in read_history(out) if h["syncnet_wt"] > 0]
     return {"name": name, "steps": summary["global_step"], "seconds": round(seconds),

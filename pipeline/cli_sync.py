@@ -64,7 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="RetinaFace weights: a file or registry name (default "
                       "retinaface_mobilenet0.25)")
     run = p.add_argument_group("processing")
-    run.add_argument("--batch-size", type=int, default=32, help="generator batch (default 32)")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="generator batch (default 128 on a GPU, 8 on a CPU)")
     run.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:0...")
     run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                      help="default fp16 on GPU, fp32 on CPU; bf16 is faster on recent CPUs")
@@ -91,7 +92,7 @@ def options_from_args(args: argparse.Namespace):
     if mode == "point" and not args.point:
         raise LipdubError("--face point needs --point X,Y")
     for name in ("batch_size", "detect_every", "detect_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise LipdubError(f"--{name.replace('_', '-')} must be at least 1")
     if args.fps <= 0:
         raise LipdubError("--fps must be positive")

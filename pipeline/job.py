@@ -83,7 +83,7 @@ class Settings(_Strict):
     """Lip-sync settings shared by every segment (see ``lipdub sync --help``)."""
 
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)  # None: 128 on a GPU, 8 on a CPU
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] | None = None
     smooth_window: int = Field(default=5, ge=1)

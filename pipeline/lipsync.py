@@ -38,6 +38,12 @@ def default_precision(device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Generator batch when none is given: the reference's 128 on a GPU; 8 on a CPU, where
+    larger batches are no faster but each 8 more frames hold ~100 MB more activations."""
+    return 128 if device.type == "cuda" else 8
+
+
 class LipSyncModel:
     """A Wav2Lip generator prepared for inference: BatchNorm folded, channels-last, on a device.
 
@@ -51,6 +57,7 @@ class LipSyncModel:
                  precision: str | None = None, model: Wav2Lip | None = None):
         self.device = resolve_device(device)
         self.precision = precision or default_precision(self.device)
+        self.batch_size = default_batch_size(self.device)
         if self.precision not in PRECISIONS:
             raise LipdubError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.precision == "fp16" and self.device.type != "cuda":

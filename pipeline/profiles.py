@@ -110,7 +110,9 @@ PROFILES: dict[str, OutputProfile] = {p.name: p for p in (
                   {"level": "3", "slicecrc": "1", "g": "1"},
                   description="FFV1 v3, lossless, the source's pixel format (archival)"),
     OutputProfile("h264", "libx264", "h264", (".mp4", ".mov", ".mkv", ".m4v"), _REVIEW_PIX,
-                  {"crf": "16", "preset": "medium"}, master=False,
+                  # veryfast: a third of medium's time at about the same size at crf 16
+                  # (590x590 talking head: 0.53 s vs 1.68 s for 125 frames, 533 vs 526 KiB).
+                  {"crf": "16", "preset": "veryfast"}, master=False,
                   description="H.264 review copy"),
     OutputProfile("h265", "libx265", "hevc", (".mp4", ".mov", ".mkv", ".m4v"), _REVIEW_PIX,
                   {"crf": "18", "preset": "medium", "x265-params": "log-level=1"}, master=False,

@@ -110,7 +110,8 @@ def unit_key(unit: SyncUnit, boxes: list, scan: FilmScan, samples: np.ndarray, f
 
 
 def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
-                 samples: np.ndarray, model: LipSyncModel, out_path: Path, *, batch_size: int = 32,
+                 samples: np.ndarray, model: LipSyncModel, out_path: Path, *,
+                 batch_size: int | None = None,
                  model_slot: Callable[[], contextlib.AbstractContextManager] | None = None) -> Path:
     """Run the generator on a unit's frames and save the result (atomically) at ``out_path``.
 
@@ -121,6 +122,7 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
         model: the generator.
         model_slot: a context manager held around each model call (the flow's ``gpu`` slot).
     """
+    batch_size = batch_size or model.batch_size
     mel, first_col = _mel_window(samples, scan, unit)
     t0 = scan.times[0]
     end_time = float(scan.times[unit.end]) if unit.end < len(scan.times) else None

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -29,10 +30,14 @@ from .encode import VideoWriter
 from .errors import LipdubError, MediaError
 from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
 from .frames import frame_from_planes, plane_arrays, to_bgr
-from .lipsync import LipSyncModel, crop_face, padded_box
+from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
 from .media import VideoInfo, iter_video_frames, probe_video
 from .provenance import provenance_metadata
 from .timecode import read_timecode
+
+# Keyframes detected together: enough to fill the cores, few enough that a 480-pixel batch's
+# activations stay small next to the generator's.
+DETECT_BATCH = 8
 
 
 @dataclass
@@ -45,7 +50,7 @@ class SyncOptions:
     face_point: tuple[float, float] | None = None
     face_box: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2: no detection at all
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right (reference's)
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the device's default (lipsync.default_batch_size)
     device: str = "auto"
     precision: str | None = None
     smooth: bool = True
@@ -134,7 +139,8 @@ def still_time_base(fps: float) -> Fraction:
     return 1 / Fraction(fps).limit_denominator(1001)
 
 
-def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions):
+def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
+               on_batch: Callable[[], None] | None = None):
     """Pass 1: every frame's time, and detections on every ``detect_every``-th frame.
 
     Detection runs on a copy scaled (by libswscale, in the same pass as the colour conversion)
@@ -151,6 +157,8 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions):
     back = (info.width / small_w, info.height / small_h)
 
     def detect_keyframes():
+        if on_batch is not None:
+            on_batch()
         found = detect([image for _, image in keyframes])
         detections.extend((index, _rescale(d, *back)) for (index, _), d in zip(keyframes, found))
         keyframes.clear()
@@ -161,7 +169,7 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions):
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
             if detect is not None and index % options.detect_every == 0:
                 keyframes.append((index, to_bgr(frame, small_w, small_h)))
-                if len(keyframes) == 16:
+                if len(keyframes) == DETECT_BATCH:
                     detect_keyframes()
             bar.update()
         if keyframes:
@@ -239,6 +247,35 @@ def _passed_ranges(plan) -> list[list[int]]:
     return [[int(a), int(b) - 1] for a, b in zip(edges[::2], edges[1::2])]
 
 
+def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Future]):
+    """Pass 1 (or the still's one detection) while ``background`` (dub, model) completes.
+
+    Returns:
+        (dub Audio, the loaded LipSyncModel or None, FrameTimes, detections).
+    """
+
+    def check_background() -> None:
+        for future in background:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+    if info.is_still:
+        dub = background[0].result()
+        count = max(1, math.ceil(dub.duration * options.still_fps))
+        frame_duration = 1.0 / options.still_fps
+        tb = still_time_base(options.still_fps)
+        times = FrameTimes(np.arange(count) * frame_duration, tb, frame_duration)
+        first = next(still_frames(info, 1, options.still_fps))
+        dets = [] if detector is None else [(0, detector.detect([to_bgr(first)])[0])]
+        # One picture: its detection stands for every keyframe of the still "clip".
+        detections = [(i, d) for _, d in dets for i in range(0, count, options.detect_every)]
+    else:
+        times, detections = scan_video(info, None if detector is None else detector.detect,
+                                       options, on_batch=check_background)
+    results = [future.result() for future in background]
+    return results[0], (results[1] if len(results) > 1 else None), times, detections
+
+
 def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
               options: SyncOptions, *, model: LipSyncModel | None = None,
               detector=None) -> RunSummary:
@@ -260,31 +297,29 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     clock = {"start": time.perf_counter()}
     _check_paths(video, audio, output, options.overwrite)
     info = probe_video(video)
-    dub = read_audio(audio)
     if options.face == "box" and options.face_box is None:
         raise LipdubError("--face box needs --box x1,y1,x2,y2")
-    if model is None:
-        model = LipSyncModel(options.checkpoint, device=options.device,
-                             precision=options.precision)
-    if detector is None and options.face != "box":
-        from .detector import load_face_detector
+    # The dub's decode and the generator's load run beside the face scan (each is mostly one
+    # core's work); their errors are raised as soon as they happen, not after the scan.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-load") as pool:
+        dub_future = pool.submit(read_audio, audio)
+        model_future = pool.submit(LipSyncModel, options.checkpoint, device=options.device,
+                                   precision=options.precision) if model is None else None
+        device = model.device if model is not None else resolve_device(options.device)
+        if detector is None and options.face != "box":
+            from .detector import load_face_detector
 
-        detector = load_face_detector(options.detector, device=model.device)
-    clock["loaded"] = time.perf_counter()
+            detector = load_face_detector(options.detector, device=device)
+        clock["loaded"] = time.perf_counter()
+        background = [f for f in (dub_future, model_future) if f is not None]
+        dub, loaded, times, detections = _scan(info, detector, options, background)
+        model = model or loaded
 
     if info.is_still:
-        count = max(1, math.ceil(dub.duration * options.still_fps))
-        frame_duration = 1.0 / options.still_fps
-        tb = still_time_base(options.still_fps)
-        times = FrameTimes(np.arange(count) * frame_duration, tb, frame_duration)
-        first = next(still_frames(info, 1, options.still_fps))
-        dets = [] if detector is None else [(0, detector.detect([to_bgr(first)])[0])]
-        # One picture: its detection stands for every keyframe of the still "clip".
-        detections = [(i, d) for _, d in dets for i in range(0, count, options.detect_every)]
+        count = len(times.times)
         frames: Callable[[], Iterator] = lambda: still_frames(info, count, options.still_fps)  # noqa: E731
-        time_base, rate = tb, 1 / tb
+        time_base, rate = times.time_base, 1 / times.time_base
     else:
-        times, detections = scan_video(info, None if detector is None else detector.detect, options)
         frames = lambda: iter_video_frames(info.path)  # noqa: E731
         time_base, rate = info.time_base, info.average_rate
     clock["scanned"] = time.perf_counter()
@@ -350,9 +385,12 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
 def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,
             writer: VideoWriter, options: SyncOptions, n_frames: int) -> int:
     """Pass 2: decode, batch the face crops through the generator, composite and encode."""
-    results: queue.Queue = queue.Queue(maxsize=2)
+    # One batch waits for the writer while the next is generated: enough to keep both busy;
+    # each queued frame of a 1080p batch costs 9 MB (source + BGR copy).
+    results: queue.Queue = queue.Queue(maxsize=1)
     errors: list[BaseException] = []
     bar = _progress(options.progress, total=n_frames, desc="lipsync", unit="fr")
+    batch_size = options.batch_size or model.batch_size
 
     def write_loop():
         try:
@@ -393,14 +431,14 @@ def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyn
     try:
         with bar:
             n_faces = 0
-            for index, frame in enumerate(_threaded(frames, maxsize=options.batch_size)):
+            for index, frame in enumerate(_threaded(frames, maxsize=8)):
                 if index >= n_frames:
                     break
                 box = plan[index]
                 pending.append((index, frame, to_bgr(frame) if box else None, box))
                 n_faces += box is not None
                 # Faceless stretches are flushed too, so the writer never waits on a long gap.
-                if n_faces >= options.batch_size or len(pending) >= 4 * options.batch_size:
+                if n_faces >= batch_size or len(pending) >= 4 * batch_size:
                     flush()
                     n_faces = 0
             if pending:

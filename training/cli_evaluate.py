@@ -49,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     lse.add_argument("--keep-short", action="store_true",
                      help="also score pairs whose video is shorter than the audio")
     lse.add_argument("--device", default="auto")
+    lse.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     lse.set_defaults(evaluate_action=run_lse)
 
     expert = actions.add_parser("expert", help="eval loss and off-sync accuracy of an expert")
@@ -59,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     expert.add_argument("--batch-size", type=int, default=64)
     expert.add_argument("--seed", type=int, default=1337)
     expert.add_argument("--device", default="auto")
+    expert.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     expert.set_defaults(evaluate_action=run_expert)
 
     mouth = actions.add_parser("mouth", help="synthetic dataset: how well generated mouths "
@@ -67,6 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     mouth.add_argument("--data", type=Path, required=True, help="synthetic dataset folder")
     mouth.add_argument("--list", default="val.txt")
     mouth.add_argument("--device", default="auto")
+    mouth.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     mouth.set_defaults(evaluate_action=run_mouth)
     return parser
 
@@ -76,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate_action is None:
         args.evaluate_parser.print_help()
         return 2
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     return args.evaluate_action(args)
 
 

@@ -27,6 +27,7 @@ import torch
 
 from pipeline.audio import MEL_STEP_SIZE, SAMPLE_RATE, indiv_mel_start, read_audio
 from pipeline.errors import LipdubError
+from pipeline.lipsync import resolve_device
 from training.data import DATASET_META, IMG_SIZE, dataset_fps, load_videos, read_mel
 from training.prepare import write_audio, write_dataset_files
 
@@ -390,7 +391,7 @@ def _finite_mean(values: list[float]) -> float:
 
 @torch.no_grad()
 def mouth_sync_correlation(generator: torch.nn.Module, root: str | Path,
-                           filelist: str = "val.txt", *, device: str | torch.device = "cpu",
+                           filelist: str = "val.txt", *, device: str | torch.device = "auto",
                            batch_size: int = 64, frame_step: int = 1) -> dict:
     """How well a generator's mouths follow held-out audio.
 
@@ -411,7 +412,7 @@ def mouth_sync_correlation(generator: torch.nn.Module, root: str | Path,
     root = Path(root)
     fps = dataset_fps(root)
     generator.eval()
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     scores = {"generated": [], "ground_truth": [], "reference": []}
     total = 0
     for video in load_videos(root, filelist):
