@@ -68,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 2 on a usage error or an error the user can act on,
         130 when interrupted.
     """
+    # OpenMP threads that sleep when idle instead of spinning leave the cores to the decoder and
+    # encoder threads working beside torch: `lipdub sync` runs ~8% faster on 2 cores. Set before
+    # any command imports torch (libgomp reads it once); a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "_run", None)

@@ -58,11 +58,23 @@ def load_sync_model(lse: str | None, expert: str | None, device: str = "cpu") ->
 
         model, kind, name = SyncNetLSE(), "syncnet_v2", lse
     else:
-        from models.syncnet import SyncNetExpert
-
-        model, kind, name = SyncNetExpert(), "expert", expert
+        model, kind, name = expert_at_its_width(resolve_weights_file(expert)), "expert", expert
     load_weights(model, resolve_weights_file(name))
     return SyncModel(kind, model.to(torch.device(device)).eval(), str(name))
+
+
+def expert_at_its_width(path: Path):
+    """An empty SyncNet expert as wide as the one in ``path`` (the paper's, or a narrowed one
+    trained by ``lipdub train expert`` with ``width_divisor``)."""
+    from models.narrow import build_narrowed, width_divisor_of
+    from models.syncnet import SyncNetExpert
+    from models.weights import read_state_dict
+
+    divisor = width_divisor_of(read_state_dict(path), SyncNetExpert) or 1
+    try:
+        return build_narrowed(SyncNetExpert, divisor)
+    except ValueError:  # an odd width: the full one, whose strict load then names the keys
+        return SyncNetExpert()
 
 
 def lse_crop(bgr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

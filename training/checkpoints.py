@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.narrow import width_divisor_of
 from models.weights import (
     FAMILIES,
     WeightsKeyError,
@@ -149,29 +150,6 @@ def load_model_state(model: nn.Module, state: dict, path: str | Path, what: str)
         raise WeightsKeyError("; ".join(parts))
     model.load_state_dict(state, strict=True)
     return model
-
-
-def width_divisor_of(state: dict, cls: type[nn.Module]) -> int | None:
-    """The width divisor of the ``cls`` network whose weights are ``state``.
-
-    Compares the output width of the first convolution (the same key at every width) with the
-    paper's; returns None when the key is missing or the ratio is not a whole number.
-    """
-    reference = _full_width_shapes(cls)
-    for key, shape in reference.items():
-        if key in state and len(shape) == 4 and state[key].dim() == 4:
-            full, narrow = shape[0], state[key].shape[0]
-            if narrow and full % narrow == 0:
-                return full // narrow
-            return None
-    return None
-
-
-def _full_width_shapes(cls) -> dict:
-    # Built on the meta device: shapes only, no memory, no initialisation.
-    with torch.device("meta"):
-        model = cls()
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def read_weights_for(builder, path: str | Path, what: str, width_divisor: int | None = None):
