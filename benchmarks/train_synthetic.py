@@ -147,7 +147,9 @@ def stage_generators(work: Path, data: Path, expert: str, overrides: list[str], 
     start = [f"init={work / 'generator_warmup' / checkpoint_path('', warmup_steps).name}"]
     runs = [("generator_sync", [*overrides, *start]),
             ("generator_l1_only", [*overrides, *start, *l1])]
-    calls = [(name, str(work), str(data), expert, extra) for name, extra in runs]
+    # Pool workers are daemons, which may not start DataLoader workers: load in-process there.
+    in_process = ["data.num_workers=0"] if jobs > 1 else []
+    calls = [(name, str(work), str(data), expert, [*extra, *in_process]) for name, extra in runs]
     if jobs > 1:
         with multiprocessing.get_context("spawn").Pool(min(jobs, len(calls))) as pool:
             results = pool.starmap(run_generator, calls)

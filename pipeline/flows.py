@@ -145,6 +145,27 @@ def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[t
     return asdict(done)
 
 
+@task(name="route", cache_policy=NO_CACHE)
+def route_task(job: JobSpec, info: VideoInfo, scan: FilmScan, tracks: dict, stems: dict,
+               segments: list, work: Path) -> list[Decision]:
+    log = get_run_logger()
+    expert = None
+    if job.checkpoints.expert:
+        from .expert_routing import expert_scorer, film_audio_source
+        from .qc_sync import load_sync_model
+
+        audio = film_audio_source(info, work)
+        if audio is None:
+            log.warning("the film has no audio: the expert cannot say who speaks; routing by "
+                        "mouth motion alone")
+        else:
+            sync = load_sync_model(None, job.checkpoints.expert, device="cpu")
+            expert = expert_scorer(sync, info, scan, audio, job.settings.pads)
+    return route(segments, {c: st.envelope for c, st in stems.items()}, scan, tracks,
+                 job.overrides, min_score=job.settings.min_route_score, expert=expert,
+                 expert_margin=job.settings.expert_margin)
+
+
 @task(name="qc", cache_policy=NO_CACHE)
 def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
             header: dict) -> dict:
@@ -200,8 +221,7 @@ def dub_film(job: dict | str) -> dict:
     clock["analysed"] = time.perf_counter()
 
     segments = [seg for st in stems.values() for seg in st.segments]
-    decisions = route(segments, {c: st.envelope for c, st in stems.items()}, scan, tracks,
-                      spec.overrides, min_score=spec.settings.min_route_score)
+    decisions = route_task(spec, info, scan, tracks, stems, segments, work)
     units = units_from_decisions(decisions)
     _publish_tables(scan, tracks, stems, decisions)
 

@@ -94,6 +94,10 @@ class Settings(_Strict):
     min_route_score: float = Field(
         default=0.15, description="least mouth-motion/speech correlation to put a voice on a face"
     )
+    expert_margin: float = Field(
+        default=0.05, ge=0,
+        description="with checkpoints.expert: how much more in sync with the original audio "
+        "the chosen face must be than the next one (expert confidence units)")
     match_colour: bool = True
 
 

@@ -164,3 +164,16 @@ def _slow_range(path: Path, first: float, last: float | None) -> Iterator[av.Vid
         if last is not None and t >= last:
             return
         yield frame
+
+
+def audio_lead(path: str | Path) -> float:
+    """Seconds between a file's first audio sample and its first picture (0 without audio)."""
+    with open_media(Path(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio
+        if not audio:
+            return 0.0
+
+        def start(stream) -> float:
+            return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+
+        return start(video) - start(audio[0])

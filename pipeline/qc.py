@@ -26,7 +26,7 @@ import numpy as np
 
 from .composite import lower_face_mask
 from .frames import to_bgr
-from .media import iter_video_frames, open_media
+from .media import audio_lead, iter_video_frames, open_media
 from .qc_sync import AudioSource, SyncModel, measure, model_crop
 
 
@@ -256,19 +256,6 @@ def summarise(results: list[dict], shots: list[tuple[int, int, int]],
     return sorted(rows, key=lambda r: (not r["flagged"], r["shot"]))
 
 
-def _audio_lead(path: Path) -> float:
-    """Seconds between a file's first audio sample and its first picture."""
-    with open_media(path) as container:
-        video, audio = container.streams.video[0], container.streams.audio
-        if not audio:
-            return 0.0
-
-        def start(stream) -> float:
-            return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-
-        return start(video) - start(audio[0])
-
-
 def measure_loudness(path: Path) -> dict:
     """Integrated loudness (ITU-R BS.1770, LUFS) and sample peak of the delivered audio.
 
@@ -315,7 +302,7 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
     settings = settings or QCSettings()
     sync = load_sync_model(lse, expert, device)
     same_file = Path(audio).resolve() == Path(output).resolve()
-    source_audio = AudioSource(audio, sync.kind, _audio_lead(output) if same_file else 0.0) \
+    source_audio = AudioSource(audio, sync.kind, audio_lead(output) if same_file else 0.0) \
         if sync else None
     results, tiles = measure_segments(output, segments, source=source, sync=sync,
                                       audio=source_audio, sheet_frames=settings.sheet_frames)

@@ -106,6 +106,13 @@ class AudioSource:
         else:
             self.samples = read_audio(path).samples  # soxr, as the expert was trained on
 
+    @classmethod
+    def from_samples(cls, samples: np.ndarray, kind: str, delay: float = 0.0) -> AudioSource:
+        """Samples already decoded (16 kHz, as ``kind``'s network wants them)."""
+        source = cls.__new__(cls)
+        source.kind, source.delay, source.samples = kind, delay, samples
+        return source
+
     def window(self, start: float, seconds: float) -> np.ndarray:
         """``seconds`` of samples from ``start`` (seconds after the first picture), 0-padded."""
         first = int(round((start + self.delay) * 16000))
@@ -153,7 +160,7 @@ def measure(sync: SyncModel, crops: list[np.ndarray], times: np.ndarray, audio: 
         video_feat, audio_feat = syncnet_features(sync.model, frames, mfcc(pcm))
         grid_fps, window_times = LSE_FPS, times[picks[: len(video_feat)]]
     else:
-        video_feat, audio_feat = _expert_features(sync.model, crops, times, audio, t0)
+        video_feat, audio_feat = expert_features(sync.model, crops, times, audio, t0)
         if video_feat is None:
             return {"measured": False, "reason": "shorter than 5 pictures"}
         steps = np.diff(times)
@@ -168,7 +175,7 @@ def measure(sync: SyncModel, crops: list[np.ndarray], times: np.ndarray, audio: 
             "conf": [round(float(c), 4) for c in score.frame_conf]}
 
 
-def _expert_features(model, crops: list[np.ndarray], times: np.ndarray, audio: AudioSource,
+def expert_features(model, crops: list[np.ndarray], times: np.ndarray, audio: AudioSource,
                      t0: float, batch: int = 32):
     """(face embeddings, audio embeddings) of every 5-picture window of the segment."""
     import torch

@@ -11,12 +11,19 @@ loudness (Pearson correlation, smoothed over ~0.3 s, with a second of context ar
   among listeners) or clears ``min_score``; otherwise the piece is ambiguous and left alone;
 - no face, or a piece too short to judge: off-screen speech, the picture is left alone.
 
+With an expert SyncNet checkpoint in the job, pieces with several faces are first judged by it
+(:mod:`pipeline.expert_routing`: each face's lips against the film's original audio); the face
+it ranks first by at least ``expert_margin`` is the speaker, and only when it cannot tell do the
+mouth-motion rules above decide. A lone face keeps the rule above: the expert's confidence has
+no scale that would tell a listener from a quiet speaker across checkpoints.
+
 On short shots this correlation is a weak signal (a few tenths either way by chance), so the
 rules only act on clear differences; overrides settle the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +36,10 @@ SMOOTH_KEYFRAMES = 5
 CONTEXT_SECONDS = 1.0  # silence around a piece shows a listener's mouth at rest too
 MARGIN = 0.15
 MIN_PIECE_FRAMES = 4
+EXPERT_MARGIN = 0.05  # expert confidence (median minus zero-offset distance) between 1st and 2nd
+
+# (candidate tracks, start frame, end frame) -> {track_id: expert confidence or None}
+ExpertScorer = Callable[[list[TrackInfo], int, int], dict[int, float | None]]
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,8 @@ def _face_by_choice(tracks: list[TrackInfo], override: Override, frame: int) -> 
 
 def route(segments: list[SpeechSegment], envelopes: dict[str, np.ndarray], scan: FilmScan,
           tracks: dict[int, list[TrackInfo]], overrides: list[Override], *,
-          min_score: float = 0.15, margin: float = MARGIN) -> list[Decision]:
+          min_score: float = 0.15, margin: float = MARGIN, expert: ExpertScorer | None = None,
+          expert_margin: float = EXPERT_MARGIN) -> list[Decision]:
     """Decide, for every piece of every speech segment, the face it is synced on (or none).
 
     Arguments:
@@ -119,6 +131,7 @@ def route(segments: list[SpeechSegment], envelopes: dict[str, np.ndarray], scan:
         scan: frame times and shots.
         tracks: face tracks by shot index.
         overrides: the job's routing overrides (checked first).
+        expert: scores faces against the original audio (see the module docstring), or None.
     """
     decisions = []
     t0 = scan.times[0]
@@ -144,6 +157,11 @@ def route(segments: list[SpeechSegment], envelopes: dict[str, np.ndarray], scan:
             if not candidates:
                 decisions.append(Decision(**base, track_id=None, reason="no face on screen"))
                 continue
+            if expert is not None and len(candidates) > 1:
+                decision = _expert_decision(expert, candidates, start, end, expert_margin)
+                if decision is not None:
+                    decisions.append(Decision(**base, **decision))
+                    continue
             scored = [(motion_score(t, envelopes[segment.character], scan, start, end), t)
                       for t in candidates]
             scored = sorted(((s, t) for s, t in scored if s is not None), key=lambda p: -p[0])
@@ -162,3 +180,15 @@ def route(segments: list[SpeechSegment], envelopes: dict[str, np.ndarray], scan:
             decisions.append(Decision(**base, track_id=track.track_id if speaks else None,
                                       score=round(best, 3), reason=reason))
     return decisions
+
+
+def _expert_decision(expert: ExpertScorer, candidates: list[TrackInfo], start: int, end: int,
+                     expert_margin: float) -> dict | None:
+    """The expert's pick among several faces, or None when it cannot tell them apart."""
+    confidence = expert(candidates, start, end)
+    ranked = sorted(((c, t) for t in candidates if (c := confidence.get(t.track_id)) is not None),
+                    key=lambda p: -p[0])
+    if len(ranked) < 2 or ranked[0][0] <= 0 or ranked[0][0] - ranked[1][0] < expert_margin:
+        return None
+    return {"track_id": ranked[0][1].track_id, "score": round(ranked[0][0], 3),
+            "reason": "expert: lips in sync with the original audio"}

@@ -1,0 +1,181 @@
+"""Routing with an expert SyncNet: who speaks, judged against the film's original audio.
+
+- The decision rules (expert first for several faces, margin, fall-back, lone faces, overrides)
+  with a scorer whose answers the test sets.
+- The scoring plumbing on the real split-screen clip (its own audio, detected faces) with
+  synthetic full-size expert weights: every face gets a finite score.
+- The scoring itself with the synthetic talking-mouth expert (``LIPDUB_SYNTHETIC_EXPERT``, as in
+  tests/test_qc_expert.py): two drawn faces side by side, one speaking the film's audio and one
+  another recording; the speaker wins, and swapping the audio swaps the winner.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.audio import SAMPLE_RATE
+from pipeline.film_scan import FilmScan, TrackInfo
+from pipeline.job import FaceChoice, Override
+from pipeline.routing import route
+from pipeline.shots import Shot
+from pipeline.stems import ENVELOPE_RATE, SpeechSegment
+
+FPS = 25
+N = 150  # frames (6 s)
+
+
+def _scan() -> FilmScan:
+    return FilmScan(np.arange(N) / FPS, [Shot(0, 0, N, 0.0, N / FPS)])
+
+
+def _track(track_id: int, x0: float, motion: np.ndarray | None = None) -> TrackInfo:
+    boxes = np.tile(np.array([x0, 0.0, x0 + 96.0, 96.0]), (N, 1))
+    frames = np.arange(0, N, 2)
+    return TrackInfo(0, track_id, track_id, 0, N - 1, boxes, frames,
+                     np.zeros(len(frames)) if motion is None else motion)
+
+
+def _envelope() -> np.ndarray:
+    t = np.arange(int(N / FPS * ENVELOPE_RATE)) / ENVELOPE_RATE
+    return (0.05 + 0.05 * np.sin(2 * np.pi * 0.25 * t) ** 2).astype(np.float32)
+
+
+class Scorer:
+    """An expert stand-in with set answers; it records what it was asked."""
+
+    def __init__(self, answers: dict[int, float | None]):
+        self.answers, self.calls = answers, []
+
+    def __call__(self, candidates, start, end):
+        self.calls.append(([t.track_id for t in candidates], start, end))
+        return {t.track_id: self.answers.get(t.track_id) for t in candidates}
+
+
+def _route(tracks, scorer, overrides=(), margin=0.05):
+    segment = SpeechSegment("ben", 0.4, 5.6)
+    return route([segment], {"ben": _envelope()}, _scan(), {0: tracks}, list(overrides),
+                 expert=scorer, expert_margin=margin)
+
+
+def test_the_experts_clear_pick_decides_among_several_faces():
+    # Mouth motion would pick face 0 (it follows the envelope); the expert says face 1.
+    env_at_keyframes = np.interp(np.arange(0, N, 2) / FPS,
+                                 np.arange(len(_envelope())) / ENVELOPE_RATE, _envelope())
+    tracks = [_track(0, 0, motion=env_at_keyframes), _track(1, 100)]
+    scorer = Scorer({0: 0.02, 1: 0.4})
+    (decision,) = _route(tracks, scorer)
+    assert decision.track_id == 1 and decision.reason.startswith("expert")
+    assert decision.score == 0.4
+    assert scorer.calls == [([0, 1], decision.start_frame, decision.end_frame)]
+
+
+@pytest.mark.parametrize("answers", [{0: 0.30, 1: 0.32}, {0: -0.1, 1: -0.02}, {0: None, 1: 0.5}])
+def test_an_undecided_expert_leaves_it_to_mouth_motion(answers):
+    env_at_keyframes = np.interp(np.arange(0, N, 2) / FPS,
+                                 np.arange(len(_envelope())) / ENVELOPE_RATE, _envelope())
+    tracks = [_track(0, 0, motion=env_at_keyframes), _track(1, 100)]
+    (decision,) = _route(tracks, Scorer(answers))
+    assert not decision.reason.startswith("expert")
+    assert decision.track_id == 0  # the face whose mouth follows the speech
+
+
+def test_lone_faces_and_overrides_do_not_ask_the_expert():
+    scorer = Scorer({0: 0.0})
+    (lone,) = _route([_track(0, 0)], scorer)
+    assert scorer.calls == [] and not lone.reason.startswith("expert")
+    override = Override(character="ben", face=FaceChoice(index=0))
+    (chosen,) = _route([_track(0, 0), _track(1, 100)], scorer, overrides=[override])
+    assert scorer.calls == [] and chosen.track_id == 0 and chosen.reason == "override"
+
+
+@pytest.fixture(scope="module")
+def expert_weights(make_weights, parity_dir: Path, tmp_path_factory) -> Path:
+    import torch
+
+    path = tmp_path_factory.mktemp("expert") / "expert_synthetic.pth"
+    torch.save(make_weights.build_state_dict(str(parity_dir.parent / "syncnet_expert.keys"), 7),
+               path)
+    return path
+
+
+def test_split_screen_faces_are_scored_against_the_films_audio(
+        media_dir, detector_weights, expert_weights, tmp_path):
+    from pipeline.detector import load_face_detector
+    from pipeline.expert_routing import expert_scorer, film_audio_source
+    from pipeline.film_scan import scan_film, track_shot
+    from pipeline.media import probe_video
+    from pipeline.qc_sync import load_sync_model
+
+    info = probe_video(media_dir / "video" / "two_people_splitscreen__ghost_2person.mp4")
+    scan = scan_film(info, cut_times=[])
+    tracks = track_shot(info, scan, scan.shots[0], load_face_detector(detector_weights).detect)
+    assert len(tracks) >= 2
+    audio = film_audio_source(info, tmp_path)
+    assert audio is not None and len(audio.samples) == pytest.approx(
+        scan.duration * SAMPLE_RATE, rel=0.05)
+    score = expert_scorer(load_sync_model(None, str(expert_weights)), info, scan, audio,
+                          (0, 10, 0, 0))
+    scores = score(tracks[:2], 10, 100)
+    assert set(scores) == {tracks[0].track_id, tracks[1].track_id}
+    assert all(s is not None and np.isfinite(s) for s in scores.values()), scores
+
+
+def test_a_film_without_audio_has_no_source(media_dir, tmp_path):
+    from pipeline.expert_routing import film_audio_source
+    from pipeline.media import probe_video
+
+    silent = next((media_dir / "video").glob("*NO_AUDIO_STREAM*"))
+    assert film_audio_source(probe_video(silent), tmp_path) is None
+
+
+EXPERT = os.environ.get("LIPDUB_SYNTHETIC_EXPERT")
+TRAIN_AUDIO = "en_ljspeech_LJ001-0001__coqui.wav"
+HELD_OUT_AUDIO = "speech_48k_stereo__vretalk_audio2.wav"
+
+
+@pytest.mark.skipif(not EXPERT, reason="set LIPDUB_SYNTHETIC_EXPERT to a synthetic expert "
+                    "checkpoint (benchmarks/train_synthetic.py trains one)")
+def test_the_synthetic_expert_finds_the_speaker(media_dir, tmp_path):
+    import av
+
+    from pipeline.audio import read_audio
+    from pipeline.expert_routing import score_faces
+    from pipeline.media import probe_video
+    from pipeline.qc_sync import AudioSource, load_sync_model
+    from training.synthetic import (
+        normalise_level,
+        openings_from_audio,
+        random_identity,
+        render_face,
+        shapes_from_audio,
+    )
+
+    voices = [normalise_level(read_audio(media_dir / "audio" / name).samples)[: N * 640]
+              for name in (HELD_OUT_AUDIO, TRAIN_AUDIO)]
+    rng = np.random.default_rng(7)
+    people = [random_identity(rng), random_identity(rng)]
+    mouths = [(openings_from_audio(v, N, FPS), shapes_from_audio(v, N, FPS)) for v in voices]
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 192, 96, "bgr0"
+        for k in range(N):
+            halves = [render_face(p, o[k], noise=2.0, rng=rng, shape=s[k])
+                      for p, (o, s) in zip(people, mouths)]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.hstack(halves)), "bgr24")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    info = probe_video(path)
+    scan = FilmScan(np.arange(N) / FPS, [Shot(0, 0, N, 0.0, N / FPS)])
+    tracks = [_track(0, 0), _track(1, 96)]
+    sync = load_sync_model(None, EXPERT)
+    for speaker, voice in enumerate(voices):
+        audio = AudioSource.from_samples(voice, "expert")
+        scores = score_faces(sync, info, scan, tracks, 10, 140, audio, (0, 0, 0, 0))
+        listener = 1 - speaker
+        assert scores[speaker] - scores[listener] >= 0.05, scores
