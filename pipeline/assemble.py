@@ -45,6 +45,9 @@ class Assembly:
         packets_copied: untouched pictures copied from the source packet for packet.
         frames_encoded: pictures encoded.
         passthrough: why packets were (or were not) copied.
+        pieces_from_source, pieces_encoded: in edited ProRes/DNxHR pictures, the coded slices
+            (rows) taken from the source (everything away from the faces) and the ones encoded.
+        splice: why an edited picture was written whole, when one was (else empty).
     """
 
     changed: int
@@ -54,6 +57,9 @@ class Assembly:
     packets_copied: int = 0
     frames_encoded: int = 0
     passthrough: str = ""
+    pieces_from_source: int = 0
+    pieces_encoded: int = 0
+    splice: str = ""
 
 
 def _edited_frames(units: list[tuple[int, int, Path]]) -> set[int]:
@@ -85,6 +91,7 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
     pending = sorted(units)
     active: list[_OpenUnit] = []
     changed = 0
+    pieces, splice_reason = [0, 0], ""
     total = len(scan.times)
     writer = VideoWriter(output, width=info.width, height=info.height, time_base=info.time_base,
                          average_rate=info.average_rate, codec=codec, source_pix_fmt=info.pix_fmt,
@@ -106,6 +113,15 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
                      for u in active if index in u.row]
             if frame is None:  # an untouched picture of an intra-only source
                 writer.copy_packet(packet)
+            elif packet is not None and faces and is_planar_yuv(frame):
+                # An edited picture of an intra-only source: only the pieces with a face change.
+                frame = paste_faces(frame, faces, match_colour=match_colour)
+                changed += 1
+                spliced = writer.write_spliced(frame, packet, [box for box, _ in faces])
+                if spliced is not None:
+                    pieces[0] += spliced.pieces_from_source
+                    pieces[1] += spliced.pieces_total - spliced.pieces_from_source
+                    splice_reason = splice_reason or spliced.reason
             else:
                 if faces and is_planar_yuv(frame):
                     frame = paste_faces(frame, faces, match_colour=match_colour)
@@ -120,4 +136,5 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
     reason = check.reason if check else "off"
     return Assembly(changed, report, writer.profile.name, writer.pix_fmt,
                     writer.packets_copied, writer.frames_encoded,
-                    ("packets copied: " if check and check.ok else "no packet copy: ") + reason)
+                    ("packets copied: " if check and check.ok else "no packet copy: ") + reason,
+                    pieces[0], pieces[1], splice_reason)

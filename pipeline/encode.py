@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import MediaError
 from .profiles import DEFAULT_PROFILE, PROFILES, OutputProfile, audio_codec, resolve_profile
+from .splice import SPLICERS, SpliceResult
 
 # Kept for callers that list the codec names: every output profile, by name.
 VIDEO_CODECS = PROFILES
@@ -242,16 +243,47 @@ class VideoWriter:
         if not self.stream.codec_context.is_open:
             self.stream.codec_context.open()
 
-    def write(self, frame: av.VideoFrame) -> None:
-        """Encode one picture (its pts/time_base are the source's) and interleave audio."""
+    def _in_pix_fmt(self, frame: av.VideoFrame) -> av.VideoFrame:
         if frame.format.name != self.pix_fmt:
             pts, tb = frame.pts, frame.time_base
             frame = frame.reformat(format=self.pix_fmt)
             frame.pts, frame.time_base = pts, tb
+        return frame
+
+    def write(self, frame: av.VideoFrame) -> None:
+        """Encode one picture (its pts/time_base are the source's) and interleave audio."""
+        frame = self._in_pix_fmt(frame)
         self._slots.append(None)
         self._take(self.stream.encode(frame))
         self.frames_encoded += 1
         self._advance(float(frame.pts * frame.time_base))
+
+    def write_spliced(self, frame: av.VideoFrame, source: av.Packet,
+                      boxes: list[tuple[int, int, int, int]]) -> SpliceResult | None:
+        """Encode an edited picture, keeping the source packet's coded pieces outside ``boxes``.
+
+        For ProRes and DNxHR outputs of a source in the same codec and profile (see
+        :mod:`pipeline.splice`); other codecs, or an encoder that holds pictures back, get the
+        plain :meth:`write`. Returns what the splice did, or None when it was not tried.
+        """
+        splicer = SPLICERS.get(self.profile.codec)
+        frame = self._in_pix_fmt(frame)
+        packets = self.stream.encode(frame)
+        self.frames_encoded += 1
+        self._slots.append(None)
+        result = None
+        if splicer is not None and len(packets) == 1:
+            encoded = packets[0]
+            result = splicer(bytes(source), bytes(encoded), boxes)
+            if result.pieces_from_source:
+                packet = av.Packet(result.data)
+                packet.pts, packet.dts, packet.duration = encoded.pts, encoded.dts, encoded.duration
+                packet.time_base, packet.is_keyframe = encoded.time_base, True
+                packet.stream = self.stream
+                packets = [packet]
+        self._take(packets)
+        self._advance(float(frame.pts * frame.time_base))
+        return result
 
     def copy_packet(self, packet: av.Packet) -> None:
         """Mux a source packet unchanged (an untouched picture of an intra-only source)."""

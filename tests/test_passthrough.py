@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from mastering_media import TALKING_HEAD, encode_clip, fake_unit, film_of, video_packets
 
 from pipeline.assemble import assemble_film
@@ -63,3 +65,38 @@ def test_long_gop_and_other_codecs_are_encoded(media_dir, tmp_path):
     finally:
         writer.abort()
     assert not check.ok
+
+
+def _prores_packet(bgr, **options) -> bytes:
+    import av
+
+    codec = av.CodecContext.create("prores_ks", "w")
+    codec.width, codec.height, codec.pix_fmt = bgr.shape[1], bgr.shape[0], "yuv422p10le"
+    codec.time_base = Fraction(1, 25)
+    codec.options = {"profile": "hq", **options}
+    frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv422p10le")
+    frame.pts = 0
+    (packet,) = codec.encode(frame) + codec.encode(None)
+    return bytes(packet)
+
+
+def test_splices_only_what_lines_up():
+    import numpy as np
+
+    from pipeline.splice import splice_dnxhd, splice_prores
+
+    rng = np.random.default_rng(3)
+    picture = rng.integers(0, 255, (64, 320, 3), np.uint8)
+    edited = picture.copy()
+    edited[20:40, 140:180] = 255
+    src, new = _prores_packet(picture), _prores_packet(edited)
+    # 320 px = 20 macroblocks: slices of 8, 8 and 4 per row, 4 rows; the box (140..180,
+    # 20..40) touches the second slice of rows 1 and 2 only.
+    result = splice_prores(src, new, [(140, 20, 180, 40)])
+    assert (result.pieces_from_source, result.pieces_total, result.reason) == (10, 12, "")
+    # Other quantisation matrices in the source: its slices cannot be mixed in.
+    other = _prores_packet(picture, quant_mat="proxy")
+    whole = splice_prores(other, new, [(140, 20, 180, 40)])
+    assert whole.data == new and whole.pieces_from_source == 0 and "header" in whole.reason
+    assert splice_prores(b"nonsense" * 8, new, []).reason == "not a ProRes frame"
+    assert splice_dnxhd(src, new, []).reason == "not a DNxHD/HR frame"
