@@ -257,24 +257,20 @@ def summarise(results: list[dict], shots: list[tuple[int, int, int]],
 
 
 def measure_loudness(path: Path) -> dict:
-    """Integrated loudness (ITU-R BS.1770, LUFS) and sample peak of the delivered audio.
+    """Integrated loudness (ITU-R BS.1770-4, LUFS) and sample peak of the delivered audio.
 
-    Uses pyloudnorm when it is installed; otherwise says "not measured".
+    Streamed (:mod:`pipeline.loudness`): memory stays flat however long the film. A mix with
+    more than two channels is down-mixed to stereo by libswresample first.
     """
-    try:
-        import pyloudnorm
-    except ImportError:
-        return {"measured": False, "reason": "pyloudnorm is not installed (pip install pyloudnorm)"}
+    from .loudness import integrated_loudness
     from .stems import iter_audio_blocks
 
-    blocks = list(iter_audio_blocks(path, None, mono=False, block_seconds=10.0))
     with open_media(path) as container:
         rate = container.streams.audio[0].rate
-    data = np.concatenate(blocks, axis=1).T.astype(np.float64)
-    loudness = pyloudnorm.Meter(rate).integrated_loudness(data)
-    peak = float(np.abs(data).max()) if data.size else 0.0
-    return {"measured": True, "standard": "ITU-R BS.1770-4 (pyloudnorm)",
-            "integrated_lufs": round(float(loudness), 2) if np.isfinite(loudness) else None,
+    loudness, peak = integrated_loudness(
+        iter_audio_blocks(path, None, mono=False, block_seconds=10.0), rate)
+    return {"measured": True, "standard": "ITU-R BS.1770-4 (pyloudnorm's K-weighting)",
+            "integrated_lufs": round(loudness, 2) if np.isfinite(loudness) else None,
             "sample_peak_dbfs": round(20 * np.log10(peak), 2) if peak > 0 else None}
 
 

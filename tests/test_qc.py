@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -133,25 +132,45 @@ def test_lipdub_qc_command_on_a_run_summary(dubbed, capsys):
     assert "missing.mkv: file not found" in capsys.readouterr().err
 
 
-def test_loudness_is_measured_when_pyloudnorm_is_there(dubbed, monkeypatch):
-    folder = dubbed[0]
-    monkeypatch.setitem(sys.modules, "pyloudnorm", None)  # import fails
-    assert measure_loudness(folder / "mix.wav")["measured"] is False
-    seen = {}
+def _stereo_wav(path, samples: np.ndarray, rate: int) -> None:
+    """(2, n) float samples as a 24-bit WAV (the delivery format of a mix)."""
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s24le", rate=rate, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32),
+                                           format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in stream.encode(frame) + stream.encode(None):
+            out.mux(packet)
 
-    class Meter:
-        def __init__(self, rate):
-            seen["rate"] = rate
 
-        def integrated_loudness(self, data):
-            seen["shape"] = data.shape
-            return -23.0
+def test_loudness_matches_the_standard_and_pyloudnorm(media_dir, tmp_path):
+    import pyloudnorm
 
-    monkeypatch.setitem(sys.modules, "pyloudnorm", types.SimpleNamespace(Meter=Meter))
-    result = measure_loudness(folder / "mix.wav")
-    assert result["measured"] and result["integrated_lufs"] == -23.0
-    assert seen == {"rate": 48000, "shape": (int((FRAMES / 25 + 0.3) * 48000), 2)}
-    assert result["sample_peak_dbfs"] == pytest.approx(0.0, abs=0.01)
+    from pipeline.audio import read_audio
+
+    # BS.1770: a 997 Hz sine of amplitude A in both front channels reads 20 log10(A) LUFS
+    # (the -0.691 constant cancels the K filter's gain at 1 kHz).
+    rate = 48000
+    t = np.arange(12 * rate) / rate
+    sine = 0.1 * np.sin(2 * np.pi * 997 * t)
+    _stereo_wav(tmp_path / "sine.wav", np.stack([sine, sine]), rate)
+    result = measure_loudness(tmp_path / "sine.wav")
+    assert result["integrated_lufs"] == pytest.approx(-20.0, abs=0.05)
+    assert result["sample_peak_dbfs"] == pytest.approx(-20.0, abs=0.01)
+    # Speech with pauses (the gates matter), 44.1 kHz, two different channels: the streamed
+    # measure equals pyloudnorm's whole-array one.
+    speech = read_audio(media_dir / "audio" / "speech_44k_stereo__vretalk_audio1.wav",
+                        sample_rate=None).samples
+    pair = np.stack([speech, 0.5 * np.roll(speech, 4410)])
+    _stereo_wav(tmp_path / "speech.wav", pair, 44100)
+    from pipeline.stems import iter_audio_blocks
+
+    decoded = np.concatenate(list(iter_audio_blocks(tmp_path / "speech.wav", None, mono=False)),
+                             axis=1)
+    expected = pyloudnorm.Meter(44100).integrated_loudness(decoded.T.astype(np.float64))
+    got = measure_loudness(tmp_path / "speech.wav")["integrated_lufs"]
+    assert got == pytest.approx(expected, abs=0.01)
+    assert got < -20.0  # quieter than the sine; not a constant
 
 
 def test_film_run_delivers_prores_with_timecode_otio_and_qc(
