@@ -8,6 +8,7 @@ default, so the padding is passed explicitly here.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,8 +113,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return read_audio(path, sample_rate).samples
 
 
-def read_pcm16_mono_16k(path: str | Path) -> np.ndarray:
-    """int16 mono 16 kHz samples, as syncnet_python's ``ffmpeg -ac 1 -ar 16000`` step makes them.
+def iter_pcm16_mono_16k(path: str | Path) -> Iterator[np.ndarray]:
+    """int16 mono 16 kHz chunks, as syncnet_python's ``ffmpeg -ac 1 -ar 16000`` step makes them.
 
     libswresample does the down-mix and the resampling here (not soxr), because the LSE metric's
     MFCCs are sensitive to the resampler (see the parity fixtures' README).
@@ -123,16 +124,22 @@ def read_pcm16_mono_16k(path: str | Path) -> np.ndarray:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-        chunks = []
         try:
             for frame in container.decode(container.streams.audio[0]):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+                for f in resampler.resample(frame):
+                    yield f.to_ndarray().reshape(-1).astype(np.int16)
+            for f in resampler.resample(None):
+                yield f.to_ndarray().reshape(-1).astype(np.int16)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: audio could not be decoded ({exc.strerror or exc})") from exc
+
+
+def read_pcm16_mono_16k(path: str | Path) -> np.ndarray:
+    """All of :func:`iter_pcm16_mono_16k` as one array."""
+    chunks = list(iter_pcm16_mono_16k(path))
     if not chunks:
         raise AudioError(f"{path}: the audio stream holds no samples")
-    return np.concatenate(chunks).astype(np.int16)
+    return np.concatenate(chunks)
 
 
 @functools.lru_cache(maxsize=1)

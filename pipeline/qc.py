@@ -18,6 +18,7 @@ sync-confidence plots, ``qc.json`` and ``qc.html``.
 from __future__ import annotations
 
 import itertools
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,16 +126,33 @@ def sheet_picks(segments: list[QCSegment], count: int) -> set[int]:
 
 def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | None = None,
                      sync: SyncModel | None = None, audio: AudioSource | None = None,
-                     sheet_frames: int = 6) -> tuple[list[dict], dict[int, list]]:
+                     sheet_frames: int = 6, sheet_dir: Path | None = None
+                     ) -> tuple[list[dict], dict[int, str]]:
     """Decode ``output`` (and ``source`` in step) once and measure every segment.
+
+    A shot's contact sheet is written into ``sheet_dir`` as soon as its last segment is
+    measured, so a feature's worth of tiles is never held at once.
 
     Returns:
         (one dict per segment: name, shot, character, frames, sync, seam, flicker;
-        contact-sheet tiles per shot: [(frame, source crop or None, output crop)]).
+        contact-sheet file name per shot).
     """
+    from .qc_report import write_contact_sheet
+
     by_shot: dict[int, list[QCSegment]] = {}
     for seg in segments:
         by_shot.setdefault(seg.shot, []).append(seg)
+    unfinished = {shot: len(segs) for shot, segs in by_shot.items()}
+    sheets: dict[int, str] = {}
+
+    def finished(col: _Collect, start_time: float) -> None:
+        results.append(_finish(col, sync, audio, start_time, source is not None))
+        shot = col.segment.shot
+        unfinished[shot] -= 1
+        shot_tiles = tiles.pop(shot, None) if unfinished[shot] == 0 else None
+        if shot_tiles and sheet_dir is not None:
+            sheets[shot] = write_contact_sheet(shot_tiles, sheet_dir, shot)
+
     picks = set().union(*(sheet_picks(s, sheet_frames) for s in by_shot.values())) if by_shot \
         else set()
     last = max((s.end for s in segments), default=0)
@@ -177,12 +195,12 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
                 tiles.setdefault(col.segment.shot, []).append(
                     (index, _tile(src_bgr, box), _tile(bgr, box)))
         for col in [c for c in active if index == lasts[c.segment.name]]:
-            results.append(_finish(col, sync, audio, t0, source is not None))
+            finished(col, t0)
             del collecting[col.segment.name]
-    for col in collecting.values():  # segments whose pictures ran out early
-        results.append(_finish(col, sync, audio, t0 or 0.0, source is not None))
+    for col in list(collecting.values()):  # segments whose pictures ran out early
+        finished(col, t0 or 0.0)
     order = {s.name: i for i, s in enumerate(segments)}
-    return sorted(results, key=lambda r: order[r["name"]]), tiles
+    return sorted(results, key=lambda r: order[r["name"]]), sheets
 
 
 def _tile(bgr: np.ndarray | None, box, height: int = 160) -> np.ndarray | None:
@@ -298,10 +316,16 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
     settings = settings or QCSettings()
     sync = load_sync_model(lse, expert, device)
     same_file = Path(audio).resolve() == Path(output).resolve()
-    source_audio = AudioSource(audio, sync.kind, audio_lead(output) if same_file else 0.0) \
-        if sync else None
-    results, tiles = measure_segments(output, segments, source=source, sync=sync,
-                                      audio=source_audio, sheet_frames=settings.sheet_frames)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The delivered audio, decoded for the sync network into a scratch file (memory-mapped).
+    with tempfile.TemporaryDirectory(prefix=".qc_audio_", dir=out_dir) as scratch:
+        source_audio = AudioSource(audio, sync.kind, audio_lead(output) if same_file else 0.0,
+                                   work_dir=Path(scratch)) if sync else None
+        results, sheets = measure_segments(output, segments, source=source, sync=sync,
+                                           audio=source_audio,
+                                           sheet_frames=settings.sheet_frames, sheet_dir=out_dir)
+        del source_audio  # its memory map, before the scratch folder goes
     rows = summarise(results, shots, settings)
     report = {
         **(header or {}),
@@ -314,4 +338,4 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
         "segments_flagged": sum(bool(s["flags"]) for r in rows for s in r["segments"]),
         "shots": rows,
     }
-    return write_report(report, tiles, Path(out_dir))
+    return write_report(report, sheets, out_dir)

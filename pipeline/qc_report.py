@@ -78,16 +78,20 @@ def confidence_plot(series: list[tuple[str, list[float], list[float]]], size=(80
     return image
 
 
-def write_report(report: dict, tiles: dict[int, list], out_dir: Path) -> dict:
-    """Write the PNGs, ``qc.json`` and ``qc.html`` into ``out_dir``; return the report."""
+def write_contact_sheet(tiles: list, out_dir: Path, shot: int) -> str:
+    """Write one shot's contact sheet PNG into ``out_dir``; returns its file name."""
+    path = out_dir / f"shot{shot:04d}_sheet.png"
+    cv2.imwrite(str(path), contact_sheet(sorted(tiles, key=lambda t: t[0])))
+    return path.name
+
+
+def write_report(report: dict, sheets: dict[int, str], out_dir: Path) -> dict:
+    """Write the sync plots, ``qc.json`` and ``qc.html`` into ``out_dir`` (the contact sheets,
+    named in ``sheets``, are there already); return the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for shot in report["shots"]:
         name = f"shot{shot['shot']:04d}"
-        shot["contact_sheet"] = shot["sync_plot"] = None
-        if tiles.get(shot["shot"]):
-            path = out_dir / f"{name}_sheet.png"
-            cv2.imwrite(str(path), contact_sheet(sorted(tiles[shot["shot"]], key=lambda t: t[0])))
-            shot["contact_sheet"] = path.name
+        shot["contact_sheet"], shot["sync_plot"] = sheets.get(shot["shot"]), None
         series = [(s["name"], s["sync"]["conf_times"], s["sync"]["conf"])
                   for s in shot["segments"] if s["sync"].get("measured") and s["sync"]["conf"]]
         if series:

@@ -20,7 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .audio import MEL_STEP_SIZE, mel_chunk_start_at, melspectrogram, read_audio
+from .audio import (
+    MEL_STEP_SIZE,
+    iter_pcm16_mono_16k,
+    mel_chunk_start_at,
+    melspectrogram,
+    read_audio,
+)
 from .audio import read_pcm16_mono_16k as read_pcm16
 from .lipsync import crop_face
 
@@ -98,10 +104,15 @@ def model_crop(sync: SyncModel, bgr: np.ndarray, box: tuple[int, int, int, int])
 class AudioSource:
     """The delivered audio, decoded once, as the network that measures wants it."""
 
-    def __init__(self, path: Path, kind: str, delay: float = 0.0):
+    def __init__(self, path: Path, kind: str, delay: float = 0.0,
+                 work_dir: Path | None = None):
+        """Decode ``path`` for ``kind``'s network; into ``work_dir`` (memory-mapped, so a
+        feature's mix is never held in memory) when given, else into memory."""
         self.kind = kind
         self.delay = delay  # seconds of audio before the first picture
-        if kind == "syncnet_v2":
+        if work_dir is not None:
+            self.samples = _decode_to_disk(path, kind, Path(work_dir))
+        elif kind == "syncnet_v2":
             self.samples = read_pcm16(path)
         else:
             self.samples = read_audio(path).samples  # soxr, as the expert was trained on
@@ -122,6 +133,20 @@ class AudioSource:
         if hi > lo:
             out[lo - first: hi - first] = self.samples[lo:hi]
         return out
+
+
+def _decode_to_disk(path: Path, kind: str, work_dir: Path) -> np.ndarray:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "syncnet_v2":
+        target = work_dir / "qc_audio_pcm16.raw"
+        with open(target, "wb") as out:
+            for chunk in iter_pcm16_mono_16k(path):
+                out.write(chunk.tobytes())
+        return np.memmap(target, dtype=np.int16, mode="r") if target.stat().st_size else \
+            np.zeros(0, np.int16)
+    from .stems import analyse_stem  # soxr 'HQ' streamed: the samples read_audio gives
+
+    return analyse_stem("qc_audio", path, work_dir).samples()
 
 
 def grid_indices(times: np.ndarray, fps: float) -> np.ndarray:

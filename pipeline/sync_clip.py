@@ -32,6 +32,7 @@ from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
 from .frames import frame_from_planes, plane_arrays, to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
 from .media import VideoInfo, iter_video_frames, probe_video
+from .passthrough import check_passthrough, iter_packets_and_frames
 from .provenance import provenance_metadata
 from .timecode import read_timecode
 
@@ -89,6 +90,13 @@ class RunSummary:
     precision: str = ""
     settings: dict = field(default_factory=dict)
     profile: str = ""
+    # Intra-only sources in the output's codec: faceless pictures copied packet for packet, and
+    # in edited ones the coded pieces away from the face taken from the source (pipeline.splice).
+    passthrough: str = ""
+    packets_copied: int = 0
+    frames_encoded: int = 0
+    pieces_from_source: int = 0
+    pieces_encoded: int = 0
     timecode: str | None = None
     provenance: dict = field(default_factory=dict)
 
@@ -353,7 +361,14 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     summary.profile, summary.provenance = writer.profile.name, tags
     summary.timecode = start_tc.text if start_tc else None
     try:
-        synced = _render(frames(), plan, mel, chunk_starts, model, writer, options, n_frames)
+        check = None if info.is_still else check_passthrough(video, writer)
+        if check is not None and check.ok:  # intra-only source in the output's own codec
+            wanted = {i for i, box in enumerate(plan) if box is not None}
+            pictures = ((p, f) for _, p, f in iter_packets_and_frames(video, wanted))
+        else:
+            pictures = ((None, f) for f in frames())
+        synced, pieces = _render(pictures, plan, mel, chunk_starts, model, writer, options,
+                                 n_frames)
         audio_report = writer.close()
     except BaseException:
         writer.abort()
@@ -361,6 +376,10 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     clock["rendered"] = time.perf_counter()
 
     summary.frames_synced = synced
+    summary.packets_copied, summary.frames_encoded = writer.packets_copied, writer.frames_encoded
+    summary.passthrough = (("packets copied: " if check.ok else "no packet copy: ") + check.reason
+                           if check is not None else "")
+    summary.pieces_from_source, summary.pieces_encoded = pieces
     summary.frames_passed_through = n_frames - synced
     summary.passed_through_ranges = _passed_ranges(plan)
     summary.keyframes_detected = len(detections)
@@ -382,9 +401,18 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     return summary
 
 
-def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,
-            writer: VideoWriter, options: SyncOptions, n_frames: int) -> int:
-    """Pass 2: decode, batch the face crops through the generator, composite and encode."""
+def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,
+            writer: VideoWriter, options: SyncOptions, n_frames: int) -> tuple[int, list[int]]:
+    """Pass 2: decode, batch the face crops through the generator, composite and encode.
+
+    ``pictures`` yields (source packet or None, decoded frame or None): a packet comes with
+    pictures that may be copied (faceless) or spliced (edited), a frame with every picture
+    that has a face or cannot be copied.
+
+    Returns:
+        (pictures synced, [coded pieces taken from the source, pieces encoded]).
+    """
+    pieces = [0, 0]
     # One batch waits for the writer while the next is generated: enough to keep both busy;
     # each queued frame of a 1080p batch costs 9 MB (source + BGR copy).
     results: queue.Queue = queue.Queue(maxsize=1)
@@ -396,11 +424,19 @@ def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyn
         try:
             while (item := results.get()) is not None:
                 pending, preds = item
-                for (frame, bgr, box), pred in zip(pending, preds):
-                    if box is not None:
+                for (packet, frame, bgr, box), pred in zip(pending, preds):
+                    if box is None and packet is not None:
+                        writer.copy_packet(packet)
+                    elif box is None:
+                        writer.write(frame)
+                    else:
                         frame = paste_faces(frame, [(box, pred)], bgr=bgr,
                                             match_colour=options.match_colour)
-                    writer.write(frame)
+                        spliced = (writer.write_spliced(frame, packet, [box])
+                                   if packet is not None else writer.write(frame))
+                        if spliced is not None:
+                            pieces[0] += spliced.pieces_from_source
+                            pieces[1] += spliced.pieces_total - spliced.pieces_from_source
                     bar.update()
         except BaseException as exc:  # noqa: BLE001 - re-raised by the producer
             errors.append(exc)
@@ -410,14 +446,14 @@ def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyn
     thread = threading.Thread(target=write_loop, daemon=True)
     thread.start()
     synced = 0
-    pending: list = []  # (frame index, frame, bgr, box) in presentation order
+    pending: list = []  # (frame index, packet, frame, bgr, box) in presentation order
 
     def flush():
         nonlocal synced
-        faces = [i for i, item in enumerate(pending) if item[3] is not None]
+        faces = [i for i, item in enumerate(pending) if item[4] is not None]
         preds: list = [None] * len(pending)
         if faces:
-            crops = np.stack([crop_face(pending[i][2], pending[i][3]) for i in faces])
+            crops = np.stack([crop_face(pending[i][3], pending[i][4]) for i in faces])
             mels = np.stack([mel[:, chunk_starts[pending[i][0]]:][:, :MEL_STEP_SIZE]
                              for i in faces])
             for i, pred in zip(faces, model(mels, crops)):
@@ -431,11 +467,11 @@ def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyn
     try:
         with bar:
             n_faces = 0
-            for index, frame in enumerate(_threaded(frames, maxsize=8)):
+            for index, (packet, frame) in enumerate(_threaded(pictures, maxsize=8)):
                 if index >= n_frames:
                     break
                 box = plan[index]
-                pending.append((index, frame, to_bgr(frame) if box else None, box))
+                pending.append((index, packet, frame, to_bgr(frame) if box else None, box))
                 n_faces += box is not None
                 # Faceless stretches are flushed too, so the writer never waits on a long gap.
                 if n_faces >= batch_size or len(pending) >= 4 * batch_size:
@@ -448,4 +484,4 @@ def _render(frames: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyn
         thread.join()
     if errors:
         raise errors[0]
-    return synced
+    return synced, pieces

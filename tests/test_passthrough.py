@@ -100,3 +100,30 @@ def test_splices_only_what_lines_up():
     assert whole.data == new and whole.pieces_from_source == 0 and "header" in whole.reason
     assert splice_prores(b"nonsense" * 8, new, []).reason == "not a ProRes frame"
     assert splice_dnxhd(src, new, []).reason == "not a DNxHD/HR frame"
+
+
+def test_lipdub_sync_splices_edited_prores_pictures(media_dir, synthetic_generator, tmp_path):
+    import numpy as np
+    from mastering_media import BOX, video_planes
+
+    from pipeline.sync_clip import SyncOptions, sync_clip
+
+    source = encode_clip(tmp_path / "src.mov", media_dir / "video" / TALKING_HEAD, 10,
+                         "prores_ks", "yuv422p10le", options={"profile": "hq"})
+    audio = media_dir / "audio" / "speech_44k_stereo__vretalk_audio1.wav"
+    summary = sync_clip(source, audio, tmp_path / "out.mov",
+                        SyncOptions(checkpoint=synthetic_generator, face="box", face_box=BOX,
+                                    codec="prores_hq", progress=False))
+    assert summary.passthrough.startswith("packets copied")
+    assert summary.frames_synced == summary.frames_encoded == 10
+    assert summary.pieces_from_source > 0 and summary.pieces_encoded > 0
+    x0, y0, x1, y1 = BOX
+    top, bottom = y0 // 16 * 16, -(-y1 // 16) * 16
+    left, right = x0 // 128 * 128, -(-x1 // 128) * 128  # ProRes slices: 8 macroblocks wide
+    for src, out in zip(video_planes(source), video_planes(tmp_path / "out.mov")):
+        for p, q in zip(src, out):
+            sx = src[0].shape[1] // p.shape[1]
+            away = np.ones(p.shape, bool)
+            away[top:bottom, left // sx: right // sx] = False
+            assert np.array_equal(p[away], q[away])
+            assert not np.array_equal(p, q)
