@@ -67,8 +67,18 @@ def generator_speed(checkpoint: Path, batch_sizes: list[int], precision: str) ->
         for _ in range(reps):
             model(mels, faces)
         out[bs] = round(bs * reps / (time.perf_counter() - start), 1)
-    return {"device": str(model.device), "precision": precision,
-            "threads": torch.get_num_threads(), "frames_per_s_by_batch": out}
+    result = {"device": str(model.device), "precision": precision,
+              "threads": torch.get_num_threads(), "frames_per_s_by_batch": out}
+    if precision and precision != "fp32":
+        # How far the reduced precision moves the output (0-255 levels), on one batch of 64.
+        mels = rng.uniform(-4, 4, (64, 80, 16)).astype(np.float32)
+        faces = rng.integers(0, 256, (64, 96, 96, 3), dtype=np.uint8)
+        reference = LipSyncModel(checkpoint, precision="fp32", device=str(model.device))
+        diff = np.abs(model(mels, faces) - reference(mels, faces))
+        result["deviation_from_fp32"] = {"max": round(float(diff.max()), 3),
+                                         "mean": round(float(diff.mean()), 4),
+                                         "p99": round(float(np.percentile(diff, 99)), 3)}
+    return result
 
 
 def loop_media(video: Path, audio: Path, seconds: float, folder: Path) -> tuple[Path, Path]:

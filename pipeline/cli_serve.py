@@ -33,6 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+# Each flow run is a fresh process started by the worker, so what `lipdub` sets for itself at
+# start-up (pipeline.cli) travels as environment: two malloc arenas keep a long film's memory
+# from creeping up across the task threads; OpenMP threads sleep instead of spinning.
+RUN_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def deploy(pool: str, name: str, gpu_slots: int) -> str:
     """Create the pool (if missing), the ``gpu`` limit and the deployment; returns its id."""
     from prefect import get_client
@@ -51,7 +57,8 @@ def deploy(pool: str, name: str, gpu_slots: int) -> str:
     source = Path(pipeline.__file__).resolve().parent.parent
     deployment_id = dub_film.from_source(
         source=str(source), entrypoint="pipeline/flows.py:dub_film"
-    ).deploy(name=name, work_pool_name=pool, print_next_steps=False, build=False, push=False)
+    ).deploy(name=name, work_pool_name=pool, print_next_steps=False, build=False, push=False,
+             job_variables={"env": dict(RUN_ENVIRONMENT)})
     return str(deployment_id)
 
 
