@@ -4,14 +4,13 @@
   with a scorer whose answers the test sets.
 - The scoring plumbing on the real split-screen clip (its own audio, detected faces) with
   synthetic full-size expert weights: every face gets a finite score.
-- The scoring itself with the synthetic talking-mouth expert (``LIPDUB_SYNTHETIC_EXPERT``, as in
-  tests/test_qc_expert.py): two drawn faces side by side, one speaking the film's audio and one
-  another recording; the speaker wins, and swapping the audio swaps the winner.
+- The scoring itself with the synthetic talking-mouth expert (``synthetic_expert`` in
+  conftest.py): two drawn faces side by side, one speaking the film's audio and one another
+  recording; the speaker wins, and swapping the audio swaps the winner.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -132,14 +131,12 @@ def test_a_film_without_audio_has_no_source(media_dir, tmp_path):
     assert film_audio_source(probe_video(silent), tmp_path) is None
 
 
-EXPERT = os.environ.get("LIPDUB_SYNTHETIC_EXPERT")
 TRAIN_AUDIO = "en_ljspeech_LJ001-0001__coqui.wav"
 HELD_OUT_AUDIO = "speech_48k_stereo__vretalk_audio2.wav"
 
 
-@pytest.mark.skipif(not EXPERT, reason="set LIPDUB_SYNTHETIC_EXPERT to a synthetic expert "
-                    "checkpoint (benchmarks/train_synthetic.py trains one)")
-def test_the_synthetic_expert_finds_the_speaker(media_dir, tmp_path):
+@pytest.mark.slow  # the session trains its expert once (about two minutes)
+def test_the_synthetic_expert_finds_the_speaker(media_dir, synthetic_expert, tmp_path):
     import av
 
     from pipeline.audio import read_audio
@@ -173,7 +170,7 @@ def test_the_synthetic_expert_finds_the_speaker(media_dir, tmp_path):
     info = probe_video(path)
     scan = FilmScan(np.arange(N) / FPS, [Shot(0, 0, N, 0.0, N / FPS)])
     tracks = [_track(0, 0), _track(1, 96)]
-    sync = load_sync_model(None, EXPERT)
+    sync = load_sync_model(None, str(synthetic_expert))
     for speaker, voice in enumerate(voices):
         audio = AudioSource.from_samples(voice, "expert")
         scores = score_faces(sync, info, scan, tracks, 10, 140, audio, (0, 0, 0, 0))

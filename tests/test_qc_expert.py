@@ -1,9 +1,8 @@
 """QC with a trained expert finds a deliberately shifted audio track (issue: mastering and QC).
 
-Synthetic weights cannot judge sync, so this test needs the synthetic talking-mouth expert that
-``benchmarks/train_synthetic.py`` trains (about 15 minutes on a 2-core CPU): set
-``LIPDUB_SYNTHETIC_EXPERT`` to its checkpoint, e.g.
-``/tmp/lipdub_synthetic/expert/checkpoint_step000001600.pth``. Without it the test skips.
+Synthetic weights cannot judge sync, so this uses the synthetic talking-mouth expert
+(``synthetic_expert`` in conftest.py: trained by the test session in about two minutes, or the
+one ``benchmarks/train_synthetic.py`` trains, given as ``LIPDUB_SYNTHETIC_EXPERT``).
 
 The clip is a held-out identity (a seed the dataset never drew) speaking a held-out recording
 (the dataset's validation audio), rendered exactly as the training data is; QC measures it
@@ -12,7 +11,6 @@ against its own audio delayed or advanced by a few frames.
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,10 +21,7 @@ import pytest
 from pipeline.audio import SAMPLE_RATE
 from pipeline.qc import QCSegment, QCSettings, run_qc
 
-EXPERT = os.environ.get("LIPDUB_SYNTHETIC_EXPERT")
-pytestmark = pytest.mark.skipif(
-    not EXPERT, reason="set LIPDUB_SYNTHETIC_EXPERT to a synthetic expert checkpoint "
-    "(benchmarks/train_synthetic.py trains one)")
+pytestmark = pytest.mark.slow  # the session trains its expert once (about two minutes)
 
 FPS = 25
 SECONDS = 8.0
@@ -83,13 +78,15 @@ def _shifted_wav(samples: np.ndarray, frames: int, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("shift", [0, 4, -4])
-def test_expert_qc_finds_the_shift(talking_clip, tmp_path: Path, shift: int) -> None:
+def test_expert_qc_finds_the_shift(talking_clip, synthetic_expert, tmp_path: Path,
+                                   shift: int) -> None:
     video, samples = talking_clip
     n = int(len(samples) / SAMPLE_RATE * FPS)
     audio = _shifted_wav(samples, shift, tmp_path / "dub.wav")
     segment = QCSegment("face", 0, 0, n, {k: (0, 0, 96, 96) for k in range(n)})
-    report = run_qc(video, audio, [segment], [(0, 0, n)], tmp_path / "qc", expert=EXPERT,
-                    settings=QCSettings(max_offset_frames=1), loudness=False)
+    report = run_qc(video, audio, [segment], [(0, 0, n)], tmp_path / "qc",
+                    expert=str(synthetic_expert), settings=QCSettings(max_offset_frames=1),
+                    loudness=False)
     measured = report["shots"][0]["segments"][0]
     sync = measured["sync"]
     assert sync["measured"] and sync["metric"] == "expert"
