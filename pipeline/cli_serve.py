@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,17 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
     if args.no_worker:
         return 0
-    worker = [sys.executable, "-m", "prefect", "worker", "start", "--pool", args.pool,
-              "--type", "process"]
-    return subprocess.call(worker)
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start",
+                               "--pool", args.pool, "--type", "process"])
+    # A service manager (or a test) stops `lipdub serve` with SIGTERM: the worker goes too,
+    # instead of polling on as an orphan.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return worker.wait()
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
