@@ -91,7 +91,6 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
     pending = sorted(units)
     active: list[_OpenUnit] = []
     changed = 0
-    pieces, splice_reason = [0, 0], ""
     total = len(scan.times)
     writer = VideoWriter(output, width=info.width, height=info.height, time_base=info.time_base,
                          average_rate=info.average_rate, codec=codec, source_pix_fmt=info.pix_fmt,
@@ -117,11 +116,7 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
                 # An edited picture of an intra-only source: only the pieces with a face change.
                 frame = paste_faces(frame, faces, match_colour=match_colour)
                 changed += 1
-                spliced = writer.write_spliced(frame, packet, [box for box, _ in faces])
-                if spliced is not None:
-                    pieces[0] += spliced.pieces_from_source
-                    pieces[1] += spliced.pieces_total - spliced.pieces_from_source
-                    splice_reason = splice_reason or spliced.reason
+                writer.write_spliced(frame, packet, [box for box, _ in faces])
             else:
                 if faces and is_planar_yuv(frame):
                     frame = paste_faces(frame, faces, match_colour=match_colour)
@@ -137,4 +132,4 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
     return Assembly(changed, report, writer.profile.name, writer.pix_fmt,
                     writer.packets_copied, writer.frames_encoded,
                     ("packets copied: " if check and check.ok else "no packet copy: ") + reason,
-                    pieces[0], pieces[1], splice_reason)
+                    writer.pieces_from_source, writer.pieces_encoded, writer.splice_fallback)

@@ -235,6 +235,11 @@ class VideoWriter:
         self.last_time = audio_start
         self.frames_encoded = 0
         self.packets_copied = 0
+        # Edited ProRes/DNxHR pictures (write_spliced): coded pieces from the source and
+        # encoded, and why a picture was written whole when one was.
+        self.pieces_from_source = 0
+        self.pieces_encoded = 0
+        self.splice_fallback = ""
         # Pictures in the order written: a copied packet, or None until its encoded one comes.
         self._slots: deque = deque()
 
@@ -275,6 +280,9 @@ class VideoWriter:
         if splicer is not None and len(packets) == 1:
             encoded = packets[0]
             result = splicer(bytes(source), bytes(encoded), boxes)
+            self.pieces_from_source += result.pieces_from_source
+            self.pieces_encoded += result.pieces_total - result.pieces_from_source
+            self.splice_fallback = self.splice_fallback or result.reason
             if result.pieces_from_source:
                 packet = av.Packet(result.data)
                 packet.pts, packet.dts, packet.duration = encoded.pts, encoded.dts, encoded.duration

@@ -367,8 +367,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
             pictures = ((p, f) for _, p, f in iter_packets_and_frames(video, wanted))
         else:
             pictures = ((None, f) for f in frames())
-        synced, pieces = _render(pictures, plan, mel, chunk_starts, model, writer, options,
-                                 n_frames)
+        synced = _render(pictures, plan, mel, chunk_starts, model, writer, options, n_frames)
         audio_report = writer.close()
     except BaseException:
         writer.abort()
@@ -379,7 +378,8 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     summary.packets_copied, summary.frames_encoded = writer.packets_copied, writer.frames_encoded
     summary.passthrough = (("packets copied: " if check.ok else "no packet copy: ") + check.reason
                            if check is not None else "")
-    summary.pieces_from_source, summary.pieces_encoded = pieces
+    summary.pieces_from_source, summary.pieces_encoded = (writer.pieces_from_source,
+                                                          writer.pieces_encoded)
     summary.frames_passed_through = n_frames - synced
     summary.passed_through_ranges = _passed_ranges(plan)
     summary.keyframes_detected = len(detections)
@@ -402,7 +402,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
 
 
 def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,
-            writer: VideoWriter, options: SyncOptions, n_frames: int) -> tuple[int, list[int]]:
+            writer: VideoWriter, options: SyncOptions, n_frames: int) -> int:
     """Pass 2: decode, batch the face crops through the generator, composite and encode.
 
     ``pictures`` yields (source packet or None, decoded frame or None): a packet comes with
@@ -410,9 +410,8 @@ def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipS
     that has a face or cannot be copied.
 
     Returns:
-        (pictures synced, [coded pieces taken from the source, pieces encoded]).
+        The number of pictures synced.
     """
-    pieces = [0, 0]
     # One batch waits for the writer while the next is generated: enough to keep both busy;
     # each queued frame of a 1080p batch costs 9 MB (source + BGR copy).
     results: queue.Queue = queue.Queue(maxsize=1)
@@ -432,11 +431,10 @@ def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipS
                     else:
                         frame = paste_faces(frame, [(box, pred)], bgr=bgr,
                                             match_colour=options.match_colour)
-                        spliced = (writer.write_spliced(frame, packet, [box])
-                                   if packet is not None else writer.write(frame))
-                        if spliced is not None:
-                            pieces[0] += spliced.pieces_from_source
-                            pieces[1] += spliced.pieces_total - spliced.pieces_from_source
+                        if packet is not None:
+                            writer.write_spliced(frame, packet, [box])
+                        else:
+                            writer.write(frame)
                     bar.update()
         except BaseException as exc:  # noqa: BLE001 - re-raised by the producer
             errors.append(exc)
@@ -484,4 +482,4 @@ def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipS
         thread.join()
     if errors:
         raise errors[0]
-    return synced, pieces
+    return synced

@@ -74,6 +74,47 @@ def detector_weights(weights_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lipdub(prefect_server, tmp_path_factory, request):
+    """`lipdub serve` (deployment dub_film/lipdub + a worker) on the session's server; stopped,
+    worker included, when the session ends."""
+    from plugin_service import lipdub_service
+
+    service = lipdub_service(prefect_server, tmp_path_factory.mktemp("lipdub_serve"))
+    request.addfinalizer(service.stop)
+    return service
+
+
+@pytest.fixture(scope="session")
+def film(media_dir, tmp_path_factory):
+    """The plugin tests' 50-frame film (tests/plugin_service.py)."""
+    from plugin_service import tiny_film
+
+    return tiny_film(media_dir, tmp_path_factory.mktemp("plugin_film"))
+
+
+@pytest.fixture(scope="session")
+def expert_weights(make_weights, parity_dir: Path, tmp_path_factory) -> Path:
+    """A full-size expert SyncNet checkpoint with synthetic weights (loads, judges nothing)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("expert") / "expert_synthetic.pth"
+    torch.save(make_weights.build_state_dict(str(parity_dir.parent / "syncnet_expert.keys"), 7),
+               path)
+    return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small networks on a shared 2-core machine: one thread avoids OpenMP barrier stalls."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
 def synthetic_expert(media_dir: Path, tmp_path_factory) -> Path:
     """A SyncNet expert that really judges sync, on drawn talking mouths (the training issue's
     synthetic dataset): trained here in about two minutes (24 identities, 300 steps at a

@@ -9,7 +9,6 @@ objects are memoised here.
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import subprocess
@@ -27,13 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FLAG_CLIP = "talkinghead_woman_flag__vretalk_face3.mp4"
 FRAMES, FPS = 50, 25
 _service: dict[str, LipdubService] = {}
-
-
-@atexit.register
-def _stop_services() -> None:
-    """Stop every `lipdub serve` (and so its worker) when the test session ends."""
-    for service in _service.values():
-        service.stop()
 _films: dict[str, TinyFilm] = {}
 
 

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -89,16 +87,6 @@ def test_lone_faces_and_overrides_do_not_ask_the_expert():
     override = Override(character="ben", face=FaceChoice(index=0))
     (chosen,) = _route([_track(0, 0), _track(1, 100)], scorer, overrides=[override])
     assert scorer.calls == [] and chosen.track_id == 0 and chosen.reason == "override"
-
-
-@pytest.fixture(scope="module")
-def expert_weights(make_weights, parity_dir: Path, tmp_path_factory) -> Path:
-    import torch
-
-    path = tmp_path_factory.mktemp("expert") / "expert_synthetic.pth"
-    torch.save(make_weights.build_state_dict(str(parity_dir.parent / "syncnet_expert.keys"), 7),
-               path)
-    return path
 
 
 def test_split_screen_faces_are_scored_against_the_films_audio(

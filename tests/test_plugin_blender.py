@@ -18,24 +18,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from plugin_service import lipdub_service, tiny_film
 
 from plugin.build_blender_zip import build
 
 HERE = Path(__file__).resolve().parent
 BLENDER = shutil.which("blender")
-
-
-@pytest.fixture(scope="session")
-def lipdub(prefect_server, tmp_path_factory, request):
-    service = lipdub_service(prefect_server, tmp_path_factory.mktemp("lipdub_serve"))
-    request.addfinalizer(service.stop)
-    return service
-
-
-@pytest.fixture(scope="session")
-def film(media_dir, tmp_path_factory):
-    return tiny_film(media_dir, tmp_path_factory.mktemp("plugin_film"))
 
 
 def test_the_zip_is_a_self_contained_addon(tmp_path):

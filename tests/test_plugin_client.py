@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from plugin_service import lipdub_service, tiny_film
 
 from plugin.core import (
     ApiError,
@@ -30,18 +29,6 @@ from plugin.core import (
     normalise_api_url,
 )
 from plugin.core.types import Artifact, SetStateResult
-
-
-@pytest.fixture(scope="session")
-def lipdub(prefect_server, tmp_path_factory, request):
-    service = lipdub_service(prefect_server, tmp_path_factory.mktemp("lipdub_serve"))
-    request.addfinalizer(service.stop)
-    return service
-
-
-@pytest.fixture(scope="session")
-def film(media_dir, tmp_path_factory):
-    return tiny_film(media_dir, tmp_path_factory.mktemp("plugin_film"))
 
 
 def request_for(film, synthetic_generator, detector_weights, output: Path, **kw) -> DubRequest:

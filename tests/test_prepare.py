@@ -11,7 +11,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from pipeline.audio import melspectrogram, read_audio
 from pipeline.cli import main as cli_main
@@ -22,13 +21,7 @@ GREY_STEP = 4
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small networks on a shared 2-core machine: one thread avoids OpenMP barrier stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_clip(path, fps: int, frames: int, audio: bool = True, rate: int = 44100):

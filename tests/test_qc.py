@@ -54,14 +54,6 @@ def lse_weights(make_weights, parity_dir, tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def expert_weights(make_weights, parity_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("expert") / "expert_synthetic.pth"
-    torch.save(make_weights.build_state_dict(str(parity_dir.parent / "syncnet_expert.keys"), 7),
-               path)
-    return path
-
-
 def test_qc_sync_figures_are_the_parity_tested_lse(dubbed, lse_weights):
     folder, source, out, segments, shots = dubbed
     report = run_qc(out, out, segments, shots, folder / "qc_lse", source=source,

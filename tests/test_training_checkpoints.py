@@ -16,14 +16,7 @@ from training import checkpoints as ck
 from training.logging_utils import MetricsLog, read_metrics
 from training.tiny_models import build_discriminator, build_expert, build_generator, narrowed
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small networks on a shared 2-core machine: one thread avoids OpenMP barrier stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained_expert(divisor=16, seed=0):

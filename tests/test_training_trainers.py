@@ -30,14 +30,7 @@ from training.train_generator import (
     reconstruction_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks on a shared 2-core machine: one thread avoids OpenMP barrier stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
