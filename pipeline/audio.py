@@ -8,6 +8,7 @@ default, so the padding is passed explicitly here.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 import av
 import librosa
 import numpy as np
-from scipy.signal import lfilter
 
 from .errors import AudioError, MediaError
 from .media import open_media
@@ -156,6 +156,9 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     Returns:
         (80, 1 + N // 200) float32 in [-4, 4]; rows are mel bins (low to high), columns time.
     """
+    # Imported here: scipy.signal costs 0.6 s of start-up that `lipdub sync` leaves to its child.
+    from scipy.signal import lfilter
+
     wav = np.asarray(wav, dtype=np.float64)
     emphasised = lfilter([1.0, -PREEMPHASIS], [1.0], wav)
     spectrum = np.abs(
@@ -170,6 +173,46 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     if np.isnan(out).any():
         raise AudioError("mel spectrogram contains NaN (add a little noise to synthetic audio)")
     return out
+
+
+# A mel column whose STFT window holds only zeros: log floor, normalised and clipped.
+SILENT_MEL = -MAX_ABS_VALUE
+# Silence decoded after a dub before its mel is taken: longer than an STFT window plus the
+# pre-emphasis tap, so that the columns past it are exactly SILENT_MEL and can be appended freely.
+DUB_TAIL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class DubMel:
+    """A dub's mel spectrogram, followed by silence for as long as the picture needs.
+
+    Attributes:
+        mel: (80, N) of the dub's 16 kHz samples and ``DUB_TAIL_SECONDS`` of zeros.
+        duration: the dub's own length in seconds.
+    """
+
+    mel: np.ndarray
+    duration: float
+
+    def covering(self, seconds: float) -> np.ndarray:
+        """The mel with columns for every chunk of a picture ``seconds`` long (silence added)."""
+        needed = math.ceil(seconds * MEL_FRAMES_PER_SECOND) + MEL_STEP_SIZE + 1
+        missing = needed - self.mel.shape[1]
+        if missing <= 0:
+            return self.mel
+        silence = np.full((self.mel.shape[0], missing), SILENT_MEL, np.float32)
+        return np.concatenate([self.mel, silence], axis=1)
+
+
+def dub_mel(path: str | Path) -> DubMel:
+    """Decode a dub and take its mel (the generator's audio input) with silence after it.
+
+    Raises:
+        MediaError, AudioError: as :func:`read_audio`.
+    """
+    audio = read_audio(path)
+    tail = np.zeros(int(DUB_TAIL_SECONDS * audio.sample_rate), np.float32)
+    return DubMel(melspectrogram(np.concatenate([audio.samples, tail])), audio.duration)
 
 
 def mel_chunk_starts(n_mel_frames: int, fps: float) -> np.ndarray:

@@ -78,6 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="do not match the mouth's colour to the face at the mask edge")
     run.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Nothing is left to flush once the output is renamed: skip the interpreter's teardown.
+    p.set_defaults(_exit_when_done=True)
     return p
 
 
@@ -107,11 +109,47 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
+def _dub_in_child_process(audio: Path):
+    """Start decoding the dub and taking its mel in a forked process; (pool, future) or None.
+
+    Called before torch is imported: the child is a small fork that imports librosa (about a
+    second of imports and numba cache loads, all holding the GIL) and decodes while this process
+    imports torch and scans faces on the other core. None where fork is unavailable.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods() or "torch" in sys.modules:
+        return None  # forking a process that already runs torch's threads is not safe
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    return pool, pool.submit(_dub_mel, audio)
+
+
+def _dub_mel(audio: Path):
+    from pipeline.audio import dub_mel  # in the child: this process never imports librosa
+
+    return dub_mel(audio)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one sync and print a short report (the full one is the JSON summary)."""
-    from pipeline.sync_clip import sync_clip
+    from concurrent.futures.process import BrokenProcessPool
 
-    summary = sync_clip(args.video, args.audio, args.output, options_from_args(args))
+    from pipeline.errors import LipdubError
+
+    options = options_from_args(args)
+    child = _dub_in_child_process(args.audio) if Path(args.audio).is_file() else None
+    try:
+        from pipeline.sync_clip import sync_clip
+
+        summary = sync_clip(args.video, args.audio, args.output, options,
+                            dub=child[1] if child else None)
+    except BrokenProcessPool as exc:
+        raise LipdubError(f"{args.audio}: the process decoding the dub stopped unexpectedly "
+                          "(out of memory?); run again, or free memory") from exc
+    finally:
+        if child:
+            child[0].shutdown(wait=True, cancel_futures=True)
     report = {
         "output": summary.output,
         "frames": summary.frames,

@@ -204,6 +204,7 @@ class VideoWriter:
         self.output = Path(output)
         suffix = self.output.suffix.lower()
         self.profile = resolve_profile(codec, suffix)
+        self.profile.check_size(width, height, source_pix_fmt)
         pix_fmt = self.profile.pix_fmt_for(source_pix_fmt)
         self.tmp = temporary_path(self.output)
         # MOV/MP4 keep only a few known metadata keys unless told to write them all.

@@ -80,6 +80,24 @@ class OutputProfile:
                 "its bit depth")
         return self.pix_fmts[depth]
 
+    def check_size(self, width: int, height: int, source_pix_fmt: str) -> None:
+        """Refuse a picture size the profile's chroma subsampling cannot hold.
+
+        Raises:
+            ProfileError: an odd width (4:2:0, 4:2:2) or height (4:2:0), naming what to use.
+        """
+        if not self.pix_fmts:
+            return  # the source's own format: its decoder held the size, so will the encoder
+        pix_fmt = self.pix_fmt_for(source_pix_fmt)
+        odd_width = width % 2 and ("420" in pix_fmt or "422" in pix_fmt)
+        odd_height = height % 2 and "420" in pix_fmt
+        if odd_width or odd_height:
+            need = "an even width and height" if "420" in pix_fmt else "an even width"
+            raise ProfileError(
+                f"the picture is {width}x{height}, but {self.description or self.name} "
+                f"({pix_fmt}) needs {need}; write .mkv (FFV1 keeps any size) or choose "
+                "--codec prores_4444")
+
 
 def bit_depth(pix_fmt: str) -> int:
     """Bits per sample of a pixel format's first component (8 for unknown formats)."""

@@ -24,7 +24,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from .audio import MEL_STEP_SIZE, mel_chunk_start_at, melspectrogram, read_audio
+from .audio import MEL_STEP_SIZE, DubMel, dub_mel, mel_chunk_start_at
 from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError, MediaError
@@ -33,6 +33,7 @@ from .frames import frame_from_planes, plane_arrays, to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
 from .media import VideoInfo, iter_video_frames, probe_video
 from .passthrough import check_passthrough, iter_packets_and_frames
+from .profiles import resolve_profile
 from .provenance import provenance_metadata
 from .timecode import read_timecode
 
@@ -259,7 +260,7 @@ def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Futu
     """Pass 1 (or the still's one detection) while ``background`` (dub, model) completes.
 
     Returns:
-        (dub Audio, the loaded LipSyncModel or None, FrameTimes, detections).
+        (the dub's DubMel, the loaded LipSyncModel or None, FrameTimes, detections).
     """
 
     def check_background() -> None:
@@ -286,13 +287,15 @@ def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Futu
 
 def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
               options: SyncOptions, *, model: LipSyncModel | None = None,
-              detector=None) -> RunSummary:
+              detector=None, dub: Future[DubMel] | None = None) -> RunSummary:
     """Lip-sync ``video`` (or a still picture) to ``audio`` and write ``output``.
 
     Arguments:
         video, audio, output: paths; the output's extension picks the container.
         options: see :class:`SyncOptions`.
         model, detector: already-loaded ones (a flow reuses them across shots).
+        dub: ``audio``'s :func:`~pipeline.audio.dub_mel` being computed elsewhere (the CLI
+            starts it in a process of its own before torch is imported); None: computed here.
 
     Returns:
         The :class:`RunSummary` (also written to ``output`` + ``.json``).
@@ -307,10 +310,13 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     info = probe_video(video)
     if options.face == "box" and options.face_box is None:
         raise LipdubError("--face box needs --box x1,y1,x2,y2")
+    # The writer checks this too; asked here, a bad choice fails before the scan, not after.
+    resolve_profile(options.codec, output.suffix.lower()).check_size(
+        info.width, info.height, "yuv420p" if info.is_still else info.pix_fmt)
     # The dub's decode and the generator's load run beside the face scan (each is mostly one
     # core's work); their errors are raised as soon as they happen, not after the scan.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-load") as pool:
-        dub_future = pool.submit(read_audio, audio)
+        dub_future = dub or pool.submit(dub_mel, audio)
         model_future = pool.submit(LipSyncModel, options.checkpoint, device=options.device,
                                    precision=options.precision) if model is None else None
         device = model.device if model is not None else resolve_device(options.device)
@@ -335,11 +341,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     plan, chosen, n_tracks = plan_boxes(n_frames, detections, options, info)
 
     # The dub starts with the first picture; silence stands in where it is shorter.
-    samples = dub.samples
-    needed = int(math.ceil(times.duration * dub.sample_rate)) + dub.sample_rate // 5
-    if len(samples) < needed:
-        samples = np.concatenate([samples, np.zeros(needed - len(samples), np.float32)])
-    mel = melspectrogram(samples)
+    mel = dub.covering(times.duration)
     t0 = times.times[0]
     chunk_starts = [mel_chunk_start_at(t - t0, mel.shape[1]) for t in times.times]
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.audio import (
+    dub_mel,
     indiv_mel_start,
     load_audio,
     mel_chunk_start_at,
@@ -156,3 +157,20 @@ def test_bad_audio_inputs(tmp_path, media_dir):
         w.setframerate(16000)
     with pytest.raises(AudioError, match="no samples"):
         read_audio(empty)
+
+
+# -- a dub's mel, silence after it --------------------------------------------------------------
+
+
+def test_dub_mel_adds_silence_exactly_as_zero_samples_would(media_dir):
+    path = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
+    dub = dub_mel(path)
+    samples = read_audio(path).samples
+    assert dub.duration == pytest.approx(len(samples) / 16000)
+    # A picture 3 s longer than the dub: its mel must equal that of the dub followed by zeros.
+    seconds = dub.duration + 3.0
+    mel = dub.covering(seconds)
+    padded = melspectrogram(np.concatenate([samples, np.zeros(16000 * 6, np.float32)]))
+    assert mel.shape[1] >= int(seconds * 80) + 16  # the last picture's chunk fits
+    np.testing.assert_allclose(mel, padded[:, : mel.shape[1]], atol=1e-5)
+    assert dub.covering(1.0) is dub.mel  # a shorter picture needs nothing added

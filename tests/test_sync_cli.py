@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -126,6 +130,8 @@ CASES = {
     "no video stream": (lambda m, t: m / "audio/speech_48k_stereo__vretalk_audio2.wav", None,
                         None, "no video stream"),
     "truncated mp4": (truncated_mp4, None, None, "truncated"),
+    "odd-sized still into H.264": (lambda m, t: m / "images/one_face_frontal__facerec_obama.jpg",
+                                   None, None, "910x1137"),
     "empty audio": (None, empty_wav, None, "no samples"),
     "zero-byte audio": (None, lambda m, t: (t / "zero.wav").write_bytes(b"") or t / "zero.wav",
                         None, "empty"),
@@ -165,3 +171,67 @@ def test_inputs_are_never_overwritten(media_dir, tmp_path, synthetic_generator,
                         synthetic_generator, detector_weights))
     assert rc == 2 and "overwrite an input" in capsys.readouterr().err
     assert video.read_bytes() == before
+
+
+def lipdub_command() -> list[str]:
+    """The installed console script (or the module when the package is not installed)."""
+    script = Path(sys.executable).parent / "lipdub"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline.cli"]
+
+
+def test_console_script_decodes_the_dub_in_a_child_process(media_dir, tmp_path,
+                                                           synthetic_generator,
+                                                           detector_weights):
+    """The real `lipdub` process: the dub's mel comes from a forked child (torch not imported
+    yet), the process leaves at once when done, and a child's error is one clear line."""
+    still = media_dir / "images" / "one_face_frontal__facerec_obama.jpg"
+    dub = media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav"
+    out = tmp_path / "still.mkv"
+    args = sync_args(media_dir, still, dub, out, synthetic_generator, detector_weights)
+    done = subprocess.run(lipdub_command() + args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with wave.open(str(dub)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    summary = json.loads(Path(str(out) + ".json").read_text())
+    # A still lasts as long as the dub: the child's duration decides the frame count.
+    assert summary["frames"] == math.ceil(seconds * 25) == summary["frames_synced"]
+    assert json.loads(done.stdout)["output"] == str(out)
+
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not a sound file")
+    args = sync_args(media_dir, still, not_audio, tmp_path / "bad.mkv", synthetic_generator,
+                     detector_weights)
+    failed = subprocess.run(lipdub_command() + args, capture_output=True, text=True, timeout=300)
+    err = failed.stderr.strip()
+    assert failed.returncode == 2 and err.startswith("lipdub: error:") and "\n" not in err, err
+    assert str(not_audio) in err
+    assert not (tmp_path / "bad.mkv").exists()
+
+
+def test_dub_child_process_keeps_the_mel_imports_out_of_the_main_process(media_dir, tmp_path):
+    from pipeline.audio import dub_mel
+
+    dub = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
+    probe = (
+        "import json, os, sys\n"
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from pipeline.cli_sync import _dub_in_child_process\n"
+        f"pool, future = _dub_in_child_process(Path({str(dub)!r}))\n"
+        "result = future.result()\n"
+        "children = [p.pid for p in pool._processes.values()]\n"
+        "pool.shutdown()\n"
+        f"np.save({str(tmp_path / 'mel.npy')!r}, result.mel)\n"
+        "heavy = ('scipy.signal', 'librosa.core.spectrum', 'numba')\n"
+        "print(json.dumps({'heavy': [m for m in heavy if m in sys.modules],\n"
+        "                  'duration': result.duration,\n"
+        "                  'other_process': os.getpid() not in children and bool(children)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # librosa's own import is lazy; what its STFT and mel filters pull in stays in the child.
+    assert report == {"heavy": [], "duration": pytest.approx(dub_mel(dub).duration),
+                      "other_process": True}
+    np.testing.assert_array_equal(np.load(tmp_path / "mel.npy"), dub_mel(dub).mel)
