@@ -109,47 +109,20 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
-def _dub_in_child_process(audio: Path):
-    """Start decoding the dub and taking its mel in a forked process; (pool, future) or None.
-
-    Called before torch is imported: the child is a small fork that imports librosa (about a
-    second of imports and numba cache loads, all holding the GIL) and decodes while this process
-    imports torch and scans faces on the other core. None where fork is unavailable.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    if "fork" not in multiprocessing.get_all_start_methods() or "torch" in sys.modules:
-        return None  # forking a process that already runs torch's threads is not safe
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    return pool, pool.submit(_dub_mel, audio)
-
-
-def _dub_mel(audio: Path):
-    from pipeline.audio import dub_mel  # in the child: this process never imports librosa
-
-    return dub_mel(audio)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run one sync and print a short report (the full one is the JSON summary)."""
-    from concurrent.futures.process import BrokenProcessPool
+    import contextlib
 
-    from pipeline.errors import LipdubError
+    from pipeline.dub_process import DubInChildProcess
 
-    options = options_from_args(args)
-    child = _dub_in_child_process(args.audio) if Path(args.audio).is_file() else None
-    try:
+    # Forked first, before anything imports torch (options_from_args does).
+    in_child = DubInChildProcess.available() and Path(args.audio).is_file()
+    with DubInChildProcess(args.audio) if in_child else contextlib.nullcontext() as child:
+        options = options_from_args(args)
         from pipeline.sync_clip import sync_clip
 
         summary = sync_clip(args.video, args.audio, args.output, options,
-                            dub=child[1] if child else None)
-    except BrokenProcessPool as exc:
-        raise LipdubError(f"{args.audio}: the process decoding the dub stopped unexpectedly "
-                          "(out of memory?); run again, or free memory") from exc
-    finally:
-        if child:
-            child[0].shutdown(wait=True, cancel_futures=True)
+                            dub=child.future if child else None)
     report = {
         "output": summary.output,
         "frames": summary.frames,
@@ -159,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "audio_cut_s": round(summary.audio_report.get("cut_seconds", 0.0), 3),
         "audio_padded_s": round(summary.audio_report.get("padded_seconds", 0.0), 3),
         "summary": summary.output + ".json",
+        "dub_mel_taken_in": "child process" if in_child else "this process",
     }
     print(json.dumps(report, indent=2), file=sys.stdout)
     return 0

@@ -195,7 +195,8 @@ def test_console_script_decodes_the_dub_in_a_child_process(media_dir, tmp_path,
     summary = json.loads(Path(str(out) + ".json").read_text())
     # A still lasts as long as the dub: the child's duration decides the frame count.
     assert summary["frames"] == math.ceil(seconds * 25) == summary["frames_synced"]
-    assert json.loads(done.stdout)["output"] == str(out)
+    report = json.loads(done.stdout)
+    assert report["output"] == str(out) and report["dub_mel_taken_in"] == "child process"
 
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("not a sound file")
@@ -215,17 +216,15 @@ def test_dub_child_process_keeps_the_mel_imports_out_of_the_main_process(media_d
     probe = (
         "import json, os, sys\n"
         "import numpy as np\n"
-        "from pathlib import Path\n"
-        "from pipeline.cli_sync import _dub_in_child_process\n"
-        f"pool, future = _dub_in_child_process(Path({str(dub)!r}))\n"
-        "result = future.result()\n"
-        "children = [p.pid for p in pool._processes.values()]\n"
-        "pool.shutdown()\n"
+        "from pipeline.dub_process import DubInChildProcess\n"
+        f"with DubInChildProcess({str(dub)!r}) as child:\n"
+        "    result = child.future.result()\n"
+        "    pid = child._process.pid\n"
         f"np.save({str(tmp_path / 'mel.npy')!r}, result.mel)\n"
         "heavy = ('scipy.signal', 'librosa.core.spectrum', 'numba')\n"
         "print(json.dumps({'heavy': [m for m in heavy if m in sys.modules],\n"
         "                  'duration': result.duration,\n"
-        "                  'other_process': os.getpid() not in children and bool(children)}))\n"
+        "                  'other_process': pid != os.getpid()}))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=120)
@@ -235,3 +234,20 @@ def test_dub_child_process_keeps_the_mel_imports_out_of_the_main_process(media_d
     assert report == {"heavy": [], "duration": pytest.approx(dub_mel(dub).duration),
                       "other_process": True}
     np.testing.assert_array_equal(np.load(tmp_path / "mel.npy"), dub_mel(dub).mel)
+
+
+def test_a_dub_child_that_dies_is_a_clear_error(media_dir):
+    dub = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
+    probe = (
+        "import os, signal\n"
+        "from pipeline.dub_process import DubInChildProcess\n"
+        f"with DubInChildProcess({str(dub)!r}) as child:\n"
+        "    os.kill(child._process.pid, signal.SIGKILL)\n"
+        "    error = child.future.exception(timeout=60)\n"
+        "print(type(error).__name__, error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("LipdubError") and "stopped unexpectedly" in done.stdout
+    assert str(dub) in done.stdout
