@@ -56,8 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                       help="pixels added to the detected box (default 0 10 0 0, as Wav2Lip)")
     face.add_argument("--nosmooth", action="store_true", help="do not smooth boxes over time")
-    face.add_argument("--detect-every", type=int, default=2,
-                      help="run the detector on every N-th frame, interpolate between (default 2)")
+    face.add_argument("--detect-every", type=int, default=4,
+                      help="run the detector on every N-th frame and interpolate between, "
+                      "detecting the frames between too where faces appear, leave or move "
+                      "fast (default 4)")
     face.add_argument("--detect-size", type=int, default=480,
                       help="long side of the picture copy the detector sees (default 480)")
     face.add_argument("--detector", default=None,

@@ -94,6 +94,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
+def faces_moved(a: Detections, b: Detections, min_iou: float) -> bool:
+    """Whether two keyframes' faces differ enough that the frames between need detecting.
+
+    True when the face count changes (a face entered, left, or the shot cut) or when some face
+    of either keyframe overlaps no face of the other by ``min_iou`` (fast motion, where
+    interpolating between the keyframes would lag).
+    """
+    if len(a) != len(b):
+        return True
+    if not len(a):
+        return False
+    overlap = iou(a.boxes, b.boxes)
+    return bool((overlap.max(axis=1) < min_iou).any() or (overlap.max(axis=0) < min_iou).any())
+
+
 def link_tracks(
     detections: Iterable[tuple[int, Detections]],
     *,

@@ -28,7 +28,7 @@ from .audio import MEL_STEP_SIZE, DubMel, dub_mel, mel_chunk_start_at
 from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError, MediaError
-from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
+from .face_track import choose_face, face_boxes, faces_moved, link_tracks, smooth_boxes
 from .frames import frame_from_planes, plane_arrays, to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
 from .media import VideoInfo, iter_video_frames, probe_video
@@ -57,7 +57,8 @@ class SyncOptions:
     precision: str | None = None
     smooth: bool = True
     smooth_window: int = 5
-    detect_every: int = 2
+    detect_every: int = 4
+    refine_iou: float = 0.85  # keyframes whose faces overlap less: the frames between detected
     detect_max_side: int = 480
     detector: str | None = None  # registry name or file of a RetinaFace checkpoint
     codec: str | None = None
@@ -150,39 +151,66 @@ def still_time_base(fps: float) -> Fraction:
 
 def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
                on_batch: Callable[[], None] | None = None):
-    """Pass 1: every frame's time, and detections on every ``detect_every``-th frame.
+    """Pass 1: every frame's time, and face detections on keyframes, refined where faces move.
 
-    Detection runs on a copy scaled (by libswscale, in the same pass as the colour conversion)
-    so that its long side is ``detect_max_side``; boxes are mapped back to frame pixels.
+    Every ``detect_every``-th frame (and the last) is a keyframe. Where two consecutive
+    keyframes disagree (:func:`~pipeline.face_track.faces_moved`: a face appears or leaves, a
+    cut, fast motion), the frames between them are detected too, so that interpolation only
+    bridges frames where faces move smoothly. Detection runs on a copy scaled (by libswscale, in
+    the same pass as the colour conversion) so that its long side is ``detect_max_side``; boxes
+    are mapped back to frame pixels.
 
     Returns:
-        (FrameTimes, [(frame index, Detections)]).
+        (FrameTimes, [(frame index, Detections)] in frame order).
     """
     times: list[float] = []
     detections: list = []
-    keyframes: list[tuple[int, np.ndarray]] = []
     scale = min(1.0, options.detect_max_side / max(info.width, info.height))
     small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
     back = (info.width / small_w, info.height / small_h)
+    every = options.detect_every
+    keyframes: list[tuple[int, np.ndarray]] = []  # waiting for detection
+    between: list[tuple[int, np.ndarray]] = []  # small copies of frames since the last keyframe
+    previous: list = []  # the last detected keyframe: (index, Detections)
 
-    def detect_keyframes():
-        if on_batch is not None:
-            on_batch()
-        found = detect([image for _, image in keyframes])
-        detections.extend((index, _rescale(d, *back)) for (index, _), d in zip(keyframes, found))
+    def run_detector(images: list[tuple[int, np.ndarray]]) -> list:
+        found = []
+        for start in range(0, len(images), DETECT_BATCH):
+            if on_batch is not None:
+                on_batch()
+            chunk = images[start : start + DETECT_BATCH]
+            dets = detect([image for _, image in chunk])
+            found += [(index, _rescale(d, *back)) for (index, _), d in zip(chunk, dets)]
+        return found
+
+    def detect_keyframes() -> None:
+        found = run_detector(keyframes)
+        refine = []
+        chain = previous + found
+        for (a, dets_a), (b, dets_b) in zip(chain, chain[1:]):
+            if faces_moved(dets_a, dets_b, options.refine_iou):
+                refine += [item for item in between if a < item[0] < b]
+        detections.extend(found + run_detector(refine))
+        between[:] = [item for item in between if item[0] > found[-1][0]]
+        previous[:] = found[-1:]
         keyframes.clear()
 
     bar = _progress(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
+    last = None
     with bar:
         for index, frame in enumerate(iter_video_frames(info.path)):
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
-            if detect is not None and index % options.detect_every == 0:
-                keyframes.append((index, to_bgr(frame, small_w, small_h)))
+            if detect is not None:
+                last = (index, to_bgr(frame, small_w, small_h))
+                (keyframes if index % every == 0 else between).append(last)
                 if len(keyframes) == DETECT_BATCH:
                     detect_keyframes()
             bar.update()
+        if detect is not None and between and between[-1] is last:
+            keyframes.append(between.pop())  # the last frame closes the last interval
         if keyframes:
             detect_keyframes()
+    detections.sort(key=lambda item: item[0])
     times_arr = np.asarray(times, dtype=np.float64)
     steps = np.diff(times_arr)
     if len(steps):
@@ -208,7 +236,8 @@ def plan_boxes(n_frames: int, detections, options: SyncOptions, info: VideoInfo)
     tracks = link_tracks(detections, max_gap=max(2 * every, 12))
     pieces = choose_face(tracks, mode=options.face, index=options.face_index,
                          point=options.face_point)
-    raw = face_boxes(pieces, n_frames, hold=every - 1, max_gap=max(2 * every, 12))
+    # No hold past a track's ends: the scan detected every frame around them (refinement).
+    raw = face_boxes(pieces, n_frames, hold=0, max_gap=max(2 * every, 12))
     if options.smooth:
         raw = smooth_boxes(raw, options.smooth_window)
     plan = [None if np.isnan(b[0]) else padded_box(b, options.pads, info.width, info.height)
@@ -276,8 +305,10 @@ def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Futu
         times = FrameTimes(np.arange(count) * frame_duration, tb, frame_duration)
         first = next(still_frames(info, 1, options.still_fps))
         dets = [] if detector is None else [(0, detector.detect([to_bgr(first)])[0])]
-        # One picture: its detection stands for every keyframe of the still "clip".
-        detections = [(i, d) for _, d in dets for i in range(0, count, options.detect_every)]
+        # One picture: its detection stands for every keyframe of the still "clip" (the last
+        # frame included, as in a video's scan).
+        keys = [*range(0, count - 1, options.detect_every), count - 1]
+        detections = [(i, d) for _, d in dets for i in keys]
     else:
         times, detections = scan_video(info, None if detector is None else detector.detect,
                                        options, on_batch=check_background)

@@ -24,7 +24,8 @@ from pipeline.audio import load_audio, melspectrogram
 from pipeline.composite import lower_face_mask
 from pipeline.detector import load_face_detector
 from pipeline.lipsync import LipSyncModel
-from pipeline.sync_clip import SyncOptions, sync_clip
+from pipeline.media import probe_video
+from pipeline.sync_clip import SyncOptions, plan_boxes, scan_video, sync_clip
 
 DUB = "audio/en_vctk_p240__rtvc.mp3"
 CLIPS = [
@@ -232,3 +233,35 @@ def test_bf16_generator_stays_within_two_grey_levels_of_fp32(synthetic_generator
     diff = np.abs(bf16(mels, faces) - fp32)
     # Measured: max 2.1, mean 0.26 grey levels (benchmarks/RESULTS.md); a wrong cast is far off.
     assert diff.max() < 4.0 and diff.mean() < 0.5, (diff.max(), diff.mean())
+
+
+def test_keyframes_are_refined_where_a_face_appears_or_jumps(media_dir, tmp_path, detector):
+    """Every 4th frame is detected; an entrance and a cut between keyframes are found to the
+    frame (the frames between are detected too), never interpolated across."""
+    face = cv2.imread(str(media_dir / "images/one_face_lowres_256__sadtalker_happy.png"))
+    path = tmp_path / "enter_and_cut.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        for i in range(34):
+            canvas = np.full((360, 640, 3), 90, np.uint8)
+            if 10 <= i < 22:
+                canvas[52:308, 20:276] = face  # enters at frame 10, on the left
+            elif i >= 22:
+                canvas[52:308, 364:620] = face  # cut at frame 22: on the right
+            frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    info = probe_video(path)
+    options = SyncOptions(detect_every=4, progress=False)
+    times, detections = scan_video(info, detector.detect, options)
+    plan, _, _ = plan_boxes(len(times.times), detections, options, info)
+    found = dict(detections)
+    assert len(found) < 34  # the still stretches were not detected frame by frame
+    assert {9, 10, 21, 22} <= found.keys()  # both sides of the entrance and of the cut
+    assert [i for i in sorted(found) if len(found[i])] == [i for i in sorted(found) if i >= 10]
+    centres = {i: (d.boxes[0, 0] + d.boxes[0, 2]) / 2 for i, d in found.items() if len(d)}
+    assert all((20 < c < 276) if i < 22 else (364 < c < 620) for i, c in centres.items())
+    # One face is chosen; its boxes start and end exactly where it was seen.
+    covered = [i for i, box in enumerate(plan) if box is not None]
+    assert covered in (list(range(10, 22)), list(range(22, 34)))
