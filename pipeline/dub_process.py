@@ -40,6 +40,11 @@ class DubInChildProcess:
         threading.Thread(target=self._receive, args=(receive,), name="lipdub-dub-wait",
                          daemon=True).start()
 
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._process.pid
+
     @staticmethod
     def available() -> bool:
         """Whether a child can be forked safely here: fork exists, and torch (whose thread

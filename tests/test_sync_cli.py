@@ -209,6 +209,14 @@ def test_console_script_decodes_the_dub_in_a_child_process(media_dir, tmp_path,
     assert not (tmp_path / "bad.mkv").exists()
 
 
+def in_fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (no torch imported: a child can be forked); stdout."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_dub_child_process_keeps_the_mel_imports_out_of_the_main_process(media_dir, tmp_path):
     from pipeline.audio import dub_mel
 
@@ -219,17 +227,14 @@ def test_dub_child_process_keeps_the_mel_imports_out_of_the_main_process(media_d
         "from pipeline.dub_process import DubInChildProcess\n"
         f"with DubInChildProcess({str(dub)!r}) as child:\n"
         "    result = child.future.result()\n"
-        "    pid = child._process.pid\n"
+        "    pid = child.pid\n"
         f"np.save({str(tmp_path / 'mel.npy')!r}, result.mel)\n"
         "heavy = ('scipy.signal', 'librosa.core.spectrum', 'numba')\n"
         "print(json.dumps({'heavy': [m for m in heavy if m in sys.modules],\n"
         "                  'duration': result.duration,\n"
         "                  'other_process': pid != os.getpid()}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = json.loads(in_fresh_python(probe))
     # librosa's own import is lazy; what its STFT and mel filters pull in stays in the child.
     assert report == {"heavy": [], "duration": pytest.approx(dub_mel(dub).duration),
                       "other_process": True}
@@ -242,12 +247,9 @@ def test_a_dub_child_that_dies_is_a_clear_error(media_dir):
         "import os, signal\n"
         "from pipeline.dub_process import DubInChildProcess\n"
         f"with DubInChildProcess({str(dub)!r}) as child:\n"
-        "    os.kill(child._process.pid, signal.SIGKILL)\n"
+        "    os.kill(child.pid, signal.SIGKILL)\n"
         "    error = child.future.exception(timeout=60)\n"
         "print(type(error).__name__, error)\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("LipdubError") and "stopped unexpectedly" in done.stdout
-    assert str(dub) in done.stdout
+    said = in_fresh_python(probe)
+    assert said.startswith("LipdubError") and "stopped unexpectedly" in said and str(dub) in said
