@@ -28,18 +28,15 @@ from .audio import MEL_STEP_SIZE, DubMel, dub_mel, mel_chunk_start_at
 from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError, MediaError
-from .face_track import choose_face, face_boxes, faces_moved, link_tracks, smooth_boxes
+from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
 from .frames import frame_from_planes, plane_arrays, to_bgr
+from .keyframes import KeyframeDetector
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
 from .media import VideoInfo, iter_video_frames, probe_video
 from .passthrough import check_passthrough, iter_packets_and_frames
 from .profiles import resolve_profile
 from .provenance import provenance_metadata
 from .timecode import read_timecode
-
-# Keyframes detected together: enough to fill the cores, few enough that a 480-pixel batch's
-# activations stay small next to the generator's.
-DETECT_BATCH = 8
 
 
 @dataclass
@@ -164,53 +161,19 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
         (FrameTimes, [(frame index, Detections)] in frame order).
     """
     times: list[float] = []
-    detections: list = []
     scale = min(1.0, options.detect_max_side / max(info.width, info.height))
     small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
     back = (info.width / small_w, info.height / small_h)
-    every = options.detect_every
-    keyframes: list[tuple[int, np.ndarray]] = []  # waiting for detection
-    between: list[tuple[int, np.ndarray]] = []  # small copies of frames since the last keyframe
-    previous: list = []  # the last detected keyframe: (index, Detections)
-
-    def run_detector(images: list[tuple[int, np.ndarray]]) -> list:
-        found = []
-        for start in range(0, len(images), DETECT_BATCH):
-            if on_batch is not None:
-                on_batch()
-            chunk = images[start : start + DETECT_BATCH]
-            dets = detect([image for _, image in chunk])
-            found += [(index, _rescale(d, *back)) for (index, _), d in zip(chunk, dets)]
-        return found
-
-    def detect_keyframes() -> None:
-        found = run_detector(keyframes)
-        refine = []
-        chain = previous + found
-        for (a, dets_a), (b, dets_b) in zip(chain, chain[1:]):
-            if faces_moved(dets_a, dets_b, options.refine_iou):
-                refine += [item for item in between if a < item[0] < b]
-        detections.extend(found + run_detector(refine))
-        between[:] = [item for item in between if item[0] > found[-1][0]]
-        previous[:] = found[-1:]
-        keyframes.clear()
-
+    keyframes = KeyframeDetector(detect, options.detect_every, options.refine_iou,
+                                 rescale=lambda d: _rescale(d, *back), on_batch=on_batch)
     bar = _progress(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
-    last = None
     with bar:
         for index, frame in enumerate(iter_video_frames(info.path)):
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
             if detect is not None:
-                last = (index, to_bgr(frame, small_w, small_h))
-                (keyframes if index % every == 0 else between).append(last)
-                if len(keyframes) == DETECT_BATCH:
-                    detect_keyframes()
+                keyframes.add(index, to_bgr(frame, small_w, small_h))
             bar.update()
-        if detect is not None and between and between[-1] is last:
-            keyframes.append(between.pop())  # the last frame closes the last interval
-        if keyframes:
-            detect_keyframes()
-    detections.sort(key=lambda item: item[0])
+    detections = keyframes.finish() if detect is not None else []
     times_arr = np.asarray(times, dtype=np.float64)
     steps = np.diff(times_arr)
     if len(steps):
