@@ -86,13 +86,17 @@ class OutputProfile:
         Raises:
             ProfileError: an odd width (4:2:0, 4:2:2) or height (4:2:0), naming what to use.
         """
+        import av
+
         if not self.pix_fmts:
             return  # the source's own format: its decoder held the size, so will the encoder
         pix_fmt = self.pix_fmt_for(source_pix_fmt)
-        odd_width = width % 2 and ("420" in pix_fmt or "422" in pix_fmt)
-        odd_height = height % 2 and "420" in pix_fmt
-        if odd_width or odd_height:
-            need = "an even width and height" if "420" in pix_fmt else "an even width"
+        # Chroma planes of a 2x2 picture: 1 sample wide (high) where chroma is subsampled.
+        chroma = av.VideoFormat(pix_fmt, 2, 2).components[1:]
+        halves_width = any(c.width < 2 for c in chroma)
+        halves_height = any(c.height < 2 for c in chroma)
+        if (width % 2 and halves_width) or (height % 2 and halves_height):
+            need = "an even width and height" if halves_height else "an even width"
             raise ProfileError(
                 f"the picture is {width}x{height}, but {self.description or self.name} "
                 f"({pix_fmt}) needs {need}; write .mkv (FFV1 keeps any size) or choose "

@@ -304,9 +304,10 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     info = probe_video(video)
     if options.face == "box" and options.face_box is None:
         raise LipdubError("--face box needs --box x1,y1,x2,y2")
+    source_pix_fmt = "yuv420p" if info.is_still else info.pix_fmt
     # The writer checks this too; asked here, a bad choice fails before the scan, not after.
     resolve_profile(options.codec, output.suffix.lower()).check_size(
-        info.width, info.height, "yuv420p" if info.is_still else info.pix_fmt)
+        info.width, info.height, source_pix_fmt)
     # The dub's decode and the generator's load run beside the face scan (each is mostly one
     # core's work); their errors are raised as soon as they happen, not after the scan.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-load") as pool:
@@ -349,7 +350,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     tags = provenance_metadata(synced_ranges, rate=rate, timecode=start_tc)
     writer = VideoWriter(output, width=info.width, height=info.height, time_base=time_base,
                          average_rate=rate, codec=options.codec,
-                         source_pix_fmt="yuv420p" if info.is_still else info.pix_fmt,
+                         source_pix_fmt=source_pix_fmt,
                          sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
                          audio_start=float(t0), duration=times.duration,
                          colour=None if info.is_still else info.colour,
