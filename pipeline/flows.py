@@ -32,7 +32,7 @@ from .film_scan import FilmScan, TrackInfo, load_tracks, save_tracks, scan_film,
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
-from .routing import Decision, route
+from .routing import Decision, route_film
 from .segment_sync import (
     SyncUnit,
     film_fingerprint,
@@ -147,23 +147,9 @@ def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[t
 
 @task(name="route", cache_policy=NO_CACHE)
 def route_task(job: JobSpec, info: VideoInfo, scan: FilmScan, tracks: dict, stems: dict,
-               segments: list, work: Path) -> list[Decision]:
-    log = get_run_logger()
-    expert = None
-    if job.checkpoints.expert:
-        from .expert_routing import expert_scorer, film_audio_source
-        from .qc_sync import load_sync_model
-
-        audio = film_audio_source(info, work)
-        if audio is None:
-            log.warning("the film has no audio: the expert cannot say who speaks; routing by "
-                        "mouth motion alone")
-        else:
-            sync = load_sync_model(None, job.checkpoints.expert, device="cpu")
-            expert = expert_scorer(sync, info, scan, audio, job.settings.pads)
-    return route(segments, {c: st.envelope for c, st in stems.items()}, scan, tracks,
-                 job.overrides, min_score=job.settings.min_route_score, expert=expert,
-                 expert_margin=job.settings.expert_margin)
+               work: Path) -> list[Decision]:
+    return route_film(info, scan, tracks, stems, job.overrides, job.settings, work,
+                      expert_checkpoint=job.checkpoints.expert, log=get_run_logger())
 
 
 @task(name="qc", cache_policy=NO_CACHE)
@@ -220,8 +206,7 @@ def dub_film(job: dict | str) -> dict:
     stems = {c: f.result() for c, f in stem_futures.items()}
     clock["analysed"] = time.perf_counter()
 
-    segments = [seg for st in stems.values() for seg in st.segments]
-    decisions = route_task(spec, info, scan, tracks, stems, segments, work)
+    decisions = route_task(spec, info, scan, tracks, stems, work)
     units = units_from_decisions(decisions)
     _publish_tables(scan, tracks, stems, decisions)
 

@@ -192,3 +192,26 @@ def _expert_decision(expert: ExpertScorer, candidates: list[TrackInfo], start: i
         return None
     return {"track_id": ranked[0][1].track_id, "score": round(ranked[0][0], 3),
             "reason": "expert: lips in sync with the original audio"}
+
+
+def route_film(info, scan: FilmScan, tracks: dict[int, list[TrackInfo]], stems: dict,
+               overrides: list[Override], settings, work, *, expert_checkpoint: str | None = None,
+               log=None) -> list[Decision]:
+    """The film flow's routing step: every character's speech, decided (plain function)."""
+    expert = None
+    if expert_checkpoint:
+        from .expert_routing import expert_scorer, film_audio_source
+        from .qc_sync import load_sync_model
+
+        audio = film_audio_source(info, work)
+        if audio is None:
+            if log:
+                log.warning("the film has no audio: the expert cannot say who speaks; routing "
+                            "by mouth motion alone")
+        else:
+            sync = load_sync_model(None, expert_checkpoint, device="cpu")
+            expert = expert_scorer(sync, info, scan, audio, settings.pads)
+    segments = [seg for st in stems.values() for seg in st.segments]
+    return route(segments, {c: st.envelope for c, st in stems.items()}, scan, tracks,
+                 overrides, min_score=settings.min_route_score, expert=expert,
+                 expert_margin=settings.expert_margin)
