@@ -57,7 +57,7 @@ def analyse_and_route(film: Path, stems: dict[str, Path], detector, work: Path) 
     analysed = {c: analyse_stem(c, p, work / "stems", min_segment=settings.min_segment)
                 for c, p in stems.items()}
     started = time.perf_counter()
-    decisions = route_film(info, scan, tracks, analysed, [], settings, work)
+    decisions = route_film(info, scan, tracks, analysed, [], settings, work).decisions
     return {"scan": scan, "tracks": tracks, "stems": analysed, "decisions": decisions,
             "routing_s": time.perf_counter() - started}
 
@@ -111,7 +111,8 @@ def run_case(case: Case, media: Path, detector, work: Path) -> dict:
     counts["routing_s"] = round(result["routing_s"], 3)
     counts["decisions"] = [
         {"character": d.character, "shot": d.shot, "frames": [d.start_frame, d.end_frame],
-         "track": d.track_id, "reason": d.reason, "score": d.score}
+         "track": d.track_id, "reason": d.reason, "score": d.score, "rule": d.rule,
+         "evidence": [e.describe() for e in d.evidence]}
         for d in result["decisions"]]
     return counts
 
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             for d in counts["decisions"]:
                 print(f"    {d['character']:<6} shot {d['shot']} frames {d['frames']} "
                       f"track {d['track']}: {d['reason']} ({d['score']})")
+                for line in d["evidence"]:
+                    print(f"        {line}")
     share = total["hits"] / total["should"] if total["should"] else float("nan")
     print(f"{'total':<24}{total['should']:>7}{total['hits']:>6}{total['wrong']:>6}"
           f"{total['misses']:>6}{total['false']:>6}")

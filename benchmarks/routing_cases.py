@@ -17,6 +17,7 @@ Nothing here is committed media: films are written to a temporary folder from ``
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -258,7 +259,9 @@ def build_case(case: Case, media: Path, folder: Path) -> tuple[Path, dict[str, P
     Returns:
         (film path, {character: stem path}, the truth).
     """
-    rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
+    from pipeline.media import audio_lead
+
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))  # the same film every run
     folder.mkdir(parents=True, exist_ok=True)
     total_frames = sum(int(round(s.seconds * FPS)) for s in case.shots)
     seconds = total_frames / FPS
@@ -298,7 +301,8 @@ def build_case(case: Case, media: Path, folder: Path) -> tuple[Path, dict[str, P
                 else:
                     panel = shot.panels[line.panel]
                     clip = _audio(media / "video" / panel.source)
-                    at = int((panel.offset + line.start) * RATE)
+                    lead = audio_lead(media / "video" / panel.source)  # audio before picture
+                    at = int((panel.offset + line.start + lead) * RATE)
                     _place(original, t0 + line.start, clip[at:], length)
                     lo, hi = line.region or (line.panel / len(shot.panels),
                                              (line.panel + 1) / len(shot.panels))

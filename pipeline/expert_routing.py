@@ -15,14 +15,13 @@ Only the ranking of faces within a piece is used (the scale differs between chec
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from .film_scan import FilmScan, TrackInfo
 from .frames import to_bgr
 from .lipsync import crop_face, padded_box
-from .media import VideoInfo, audio_lead, iter_video_frames
+from .media import VideoInfo, iter_video_frames
 from .qc_sync import AudioSource, SyncModel, expert_features
 from .sync_metrics import VSHIFT, sync_score
 
@@ -98,18 +97,6 @@ def _longest_run(times: list[float], step: float) -> list[int]:
     bounds = np.r_[0, gaps, len(times)]
     k = int(np.argmax(np.diff(bounds)))
     return list(range(int(bounds[k]), int(bounds[k + 1])))
-
-
-def film_audio_source(info: VideoInfo, work_dir: Path) -> AudioSource | None:
-    """The film's own audio at 16 kHz (decoded once, streamed to disk), or None without any."""
-    from .errors import AudioError
-    from .stems import analyse_stem
-
-    try:
-        original = analyse_stem("film_original_audio", info.path, work_dir)
-    except AudioError:
-        return None
-    return AudioSource.from_samples(original.samples(), "expert", audio_lead(info.path))
 
 
 def expert_scorer(sync: SyncModel, info: VideoInfo, scan: FilmScan, audio: AudioSource,

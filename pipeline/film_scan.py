@@ -16,9 +16,13 @@ import numpy as np
 from .face_track import FaceTrack, group_faces, link_tracks, smooth_boxes
 from .frames import to_bgr
 from .media import VideoInfo, iter_video_frames
+from .mouth_activity import face_square, mouth_deformation, mouth_from_square
 from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
 
-MOUTH_PATCH = (24, 16)  # width, height of the grey mouth patch used to measure its motion
+# Bumped whenever what a saved track holds changes meaning (2: mouth motion by optical flow in
+# the smoothed box), so that a work folder never serves tracks of an older kind.
+TRACKS_VERSION = 2
+
 
 
 @dataclass
@@ -79,7 +83,8 @@ class TrackInfo:
         first, last: film frame indices covered (inclusive).
         boxes: (last - first + 1, 4) per-frame float boxes (NaN where the face is not seen).
         motion_frames: film frame indices of the keyframes with a mouth-motion value.
-        motion: mouth motion at those keyframes (mean absolute change of the mouth patch).
+        motion: the mouth's own motion since the keyframe before
+            (:func:`pipeline.mouth_activity.mouth_deformation`).
     """
 
     shot: int
@@ -96,24 +101,6 @@ class TrackInfo:
             return None
         box = self.boxes[frame - self.first]
         return None if np.isnan(box[0]) else box
-
-
-def _mouth_patch(small_bgr: np.ndarray, landmarks: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """A small grey patch around the mouth (between the corners, from below the nose down)."""
-    left, right, nose = landmarks[3], landmarks[4], landmarks[2]
-    width = max(right[0] - left[0], 4.0)
-    mouth_y = (left[1] + right[1]) / 2
-    x0, x1 = left[0] - 0.25 * width, right[0] + 0.25 * width
-    y0 = (nose[1] + mouth_y) / 2
-    y1 = min(mouth_y + (mouth_y - nose[1]), box[3])
-    h, w = small_bgr.shape[:2]
-    x0, x1 = int(np.clip(x0, 0, w - 2)), int(np.clip(x1, 1, w - 1))
-    y0, y1 = int(np.clip(y0, 0, h - 2)), int(np.clip(y1, 1, h - 1))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return np.zeros(MOUTH_PATCH[::-1], np.float32)
-    grey = cv2.cvtColor(small_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
-    patch = cv2.resize(grey, MOUTH_PATCH, interpolation=cv2.INTER_AREA).astype(np.float32)
-    return (patch - patch.mean()) / (patch.std() + 8.0)  # lighting changes are not motion
 
 
 def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
@@ -133,7 +120,7 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
     scale = min(1.0, max_side / max(info.width, info.height))
     small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
     back = np.array([info.width / small_w, info.height / small_h])
-    detections, patches = [], {}
+    detections, squares = [], {}
     frames = iter_video_frames(info.path, start_time=float(scan.times[shot.start]),
                                end_time=float(scan.times[shot.end]) if shot.end < len(scan.times)
                                else None)
@@ -141,8 +128,9 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
 
     def flush():
         for (index, image), dets in zip(keyframes, detect([im for _, im in keyframes])):
+            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if len(dets) else None
             for k in range(len(dets)):
-                patches[(index, k)] = _mouth_patch(image, dets.landmarks[k], dets.boxes[k])
+                squares[(index, k)] = face_square(grey, dets.boxes[k])
             detections.append((index, dets))
         keyframes.clear()
 
@@ -156,10 +144,10 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
                 flush()
     if keyframes:
         flush()
-    return _tracks_from_detections(shot, detections, patches, back, every, smooth_window)
+    return _tracks_from_detections(shot, detections, squares, back, every, smooth_window)
 
 
-def _tracks_from_detections(shot, detections, patches, back, every, smooth_window):
+def _tracks_from_detections(shot, detections, squares, back, every, smooth_window):
     # Track in the small copy's pixels, then scale boxes to the film's.
     tracks = link_tracks(detections, max_gap=max(2 * every, 12))
     by_frame = dict(detections)
@@ -170,12 +158,12 @@ def _tracks_from_detections(shot, detections, patches, back, every, smooth_windo
     out = []
     for order, group in enumerate(groups):
         for track in group:
-            out.append(_track_info(shot, track, order, by_frame, patches, back, every,
+            out.append(_track_info(shot, track, order, by_frame, squares, back, every,
                                    smooth_window, len(out)))
     return out
 
 
-def _track_info(shot, track: FaceTrack, order, by_frame, patches, back, every, smooth_window,
+def _track_info(shot, track: FaceTrack, order, by_frame, squares, back, every, smooth_window,
                 track_id) -> TrackInfo:
     n = shot.frames
     local = FaceTrack(track.track_id, [f - shot.start for f in track.frames],
@@ -185,16 +173,21 @@ def _track_info(shot, track: FaceTrack, order, by_frame, patches, back, every, s
                          smooth_window)
     valid = np.flatnonzero(~np.isnan(boxes[:, 0]))
     first, last = int(valid[0]), int(valid[-1])
-    # Mouth motion between consecutive keyframes of this track.
+    # Mouth deformation between consecutive keyframes of this track, the mouth placed by the
+    # smoothed box (in the detector copy's pixels, as the squares are).
     keys, motion, previous = [], [], None
     for frame, box in zip(track.frames, track.boxes):
         dets = by_frame[frame]
         k = int(np.argmin(np.abs(dets.boxes - box).sum(axis=1)))
-        patch = patches[(frame, k)]
+        smoothed = boxes[frame - shot.start] / np.r_[back, back]
+        if np.isnan(smoothed[0]):
+            previous = None
+            continue
+        mouth = mouth_from_square(*squares[(frame, k)], smoothed)
         if previous is not None and frame - previous[0] <= 2 * every:
             keys.append(frame)
-            motion.append(float(np.abs(patch - previous[1]).mean()))
-        previous = (frame, patch)
+            motion.append(mouth_deformation(previous[1], mouth))
+        previous = (frame, mouth)
     return TrackInfo(shot.index, track_id, order, shot.start + first, shot.start + last,
                      boxes[first : last + 1], np.asarray(keys, int), np.asarray(motion))
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -28,11 +29,19 @@ from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from .assemble import assemble_film
-from .film_scan import FilmScan, TrackInfo, load_tracks, save_tracks, scan_film, track_shot
+from .film_scan import (
+    TRACKS_VERSION,
+    FilmScan,
+    TrackInfo,
+    load_tracks,
+    save_tracks,
+    scan_film,
+    track_shot,
+)
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
-from .routing import Decision, route_film
+from .routing import Decision, FilmRouting, route_film
 from .segment_sync import (
     SyncUnit,
     film_fingerprint,
@@ -101,7 +110,8 @@ def scan_task(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
 def track_task(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int,
                work: Path) -> list[TrackInfo]:
     s = job.settings
-    cached = work / "tracks" / f"shot{shot_index:04d}_{s.detect_every}_{s.detect_size}.npz"
+    cached = (work / "tracks" / f"shot{shot_index:04d}_{s.detect_every}_{s.detect_size}"
+              f"_v{TRACKS_VERSION}.npz")
     if cached.exists():
         return load_tracks(cached)
     detector = _detector(job)
@@ -147,9 +157,16 @@ def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[t
 
 @task(name="route", cache_policy=NO_CACHE)
 def route_task(job: JobSpec, info: VideoInfo, scan: FilmScan, tracks: dict, stems: dict,
-               work: Path) -> list[Decision]:
-    return route_film(info, scan, tracks, stems, job.overrides, job.settings, work,
-                      expert_checkpoint=job.checkpoints.expert, log=get_run_logger())
+               work: Path) -> FilmRouting:
+    log = get_run_logger()
+    routing = route_film(info, scan, tracks, stems, job.overrides, job.settings, work,
+                         expert_checkpoint=job.checkpoints.expert, dialogue=job.original_dialogue,
+                         log=log)
+    rules = Counter(d.rule for d in routing.decisions if not d.synced)
+    synced = sum(d.synced for d in routing.decisions)
+    log.info("routing: %d of %d pieces of speech synced; left alone: %s", synced,
+             len(routing.decisions), ", ".join(f"{n} {r}" for r, n in rules.items()) or "none")
+    return routing
 
 
 @task(name="qc", cache_policy=NO_CACHE)
@@ -206,7 +223,8 @@ def dub_film(job: dict | str) -> dict:
     stems = {c: f.result() for c, f in stem_futures.items()}
     clock["analysed"] = time.perf_counter()
 
-    decisions = route_task(spec, info, scan, tracks, stems, work)
+    routing = route_task(spec, info, scan, tracks, stems, work)
+    decisions = routing.decisions
     units = units_from_decisions(decisions)
     _publish_tables(scan, tracks, stems, decisions)
 
@@ -240,9 +258,13 @@ def dub_film(job: dict | str) -> dict:
     otio_path = _export_timeline(spec, info, scan, results, start_tc, tags)
     qc = None
     if spec.output.qc:
-        qc = qc_task(spec, scan, results, audio, {"consent": spec.consent, "provenance": tags,
-                                                   "timecode": start_tc.as_dict() if start_tc
-                                                   else None})
+        from .routing_report import routing_by_shot
+
+        segments = [seg for st in stems.values() for seg in st.segments]
+        qc = qc_task(spec, scan, results, audio, {
+            "consent": spec.consent, "provenance": tags,
+            "timecode": start_tc.as_dict() if start_tc else None,
+            "routing": routing_by_shot(scan, tracks, segments, decisions, routing.heard)})
     clock["checked"] = time.perf_counter()
     summary = _summary(spec, scan, tracks, stems, decisions, results, changed,
                        done["audio"] or {}, clock)
@@ -289,8 +311,12 @@ def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision]) ->
         [{"character": seg.character, "start (s)": round(seg.start, 3),
           "end (s)": round(seg.end, 3)} for st in stems.values() for seg in st.segments],
         key="lipdub-segments", description="speech segments")
-    create_table_artifact([asdict(d) for d in decisions], key="lipdub-routing",
-                          description="routing decisions")
+    create_table_artifact(
+        [{"character": d.character, "shot": d.shot, "first frame": d.start_frame,
+          "end frame": d.end_frame, "face": "left alone" if d.track_id is None else d.track_id,
+          "rule": d.rule, "reason": d.reason, "score": d.score, "margin": d.margin,
+          "evidence": "; ".join(e.describe() for e in d.evidence)} for d in decisions],
+        key="lipdub-routing", description="routing decisions (frames: first to end, exclusive)")
 
 
 def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_report, clock):

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import LipdubError
 
@@ -82,6 +89,14 @@ class Checkpoints(_Strict):
 class Settings(_Strict):
     """Lip-sync settings shared by every segment (see ``lipdub sync --help``)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_route_score" in data:
+            raise ValueError("min_route_score is gone: routing now judges faces against the "
+                             "original audio; use route_min_z (default 2.0) and route_margin_z")
+        return data
+
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
     batch_size: int | None = Field(default=None, ge=1)  # None: 128 on a GPU, 8 on a CPU
     device: str = "auto"
@@ -91,9 +106,17 @@ class Settings(_Strict):
     detect_size: int = Field(default=480, ge=64)
     shot_threshold: float = Field(default=27.0, gt=0)
     min_segment: float = Field(default=0.3, ge=0, description="shortest speech segment, s")
-    min_route_score: float = Field(
-        default=0.15, description="least mouth-motion/speech correlation to put a voice on a face"
-    )
+    route_min_z: float = Field(
+        default=2.0, gt=0,
+        description="least evidence that a face speaks in the original audio (a z-score of its "
+        "mouth motion against the original's loudness, see pipeline.routing) to sync it")
+    route_margin_z: float = Field(
+        default=1.5, ge=0,
+        description="among several faces: how far the chosen face must lead the next (z)")
+    expert_lone_min: float = Field(
+        default=0.1,
+        description="with checkpoints.expert: least expert confidence to sync a face alone on "
+        "screen (expert units, see expert_margin)")
     expert_margin: float = Field(
         default=0.05, ge=0,
         description="with checkpoints.expert: how much more in sync with the original audio "
@@ -104,6 +127,9 @@ class Settings(_Strict):
 class JobSpec(_Strict):
     film: Path
     stems: dict[str, Path] = Field(min_length=1)
+    original_dialogue: Path | None = Field(
+        default=None, description="the original-language dialogue stem, aligned to the film's "
+        "first picture: routing hears who speaks in it (default: the film's own audio)")
     output: OutputSpec
     checkpoints: Checkpoints
     shots: list[float] | None = Field(default=None, description="cut times (s); default: detect")
@@ -128,6 +154,7 @@ class JobSpec(_Strict):
         return self.model_copy(update={
             "film": fix(self.film),
             "stems": {k: fix(v) for k, v in self.stems.items()},
+            "original_dialogue": fix(self.original_dialogue),
             "output": self.output.model_copy(update={"path": fix(self.output.path),
                                                      "audio": fix(self.output.audio)}),
             "work_dir": fix(self.work_dir),
@@ -234,6 +261,11 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
                 f"{film_seconds:.2f} s; each stem must cover the film from its first frame "
                 "(pad it with silence)"
             )
+    if job.original_dialogue is not None:
+        try:
+            audio_duration(job.original_dialogue)
+        except LipdubError as exc:
+            problems.append(f"original_dialogue: {exc}")
     for i, override in enumerate(job.overrides):
         if override.character not in job.stems:
             problems.append(
@@ -249,6 +281,8 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
             problems.append(f"overrides[{i}]: give a face (index or point) or off_screen: true")
     out = job.output.path
     inputs = {job.film.resolve(), *(p.resolve() for p in job.stems.values())}
+    if job.original_dialogue is not None:
+        inputs.add(job.original_dialogue.resolve())
     if out.resolve() in inputs:
         problems.append(f"output.path: {out} would overwrite an input")
     elif out.exists() and not job.output.overwrite:

@@ -99,10 +99,49 @@ def write_report(report: dict, sheets: dict[int, str], out_dir: Path) -> dict:
             cv2.imwrite(str(path), confidence_plot(series, title=f"shot {shot['shot']}: sync "
                                                                  "confidence per picture"))
             shot["sync_plot"] = path.name
+    for shot in report.get("routing") or []:
+        from .routing_report import routing_strip
+
+        shot["strip"] = f"shot{shot['shot']:04d}_routing.png"
+        cv2.imwrite(str(out_dir / shot["strip"]), routing_strip(shot))
     json_path, html_path = out_dir / "qc.json", out_dir / "qc.html"
     json_path.write_text(json.dumps(report, indent=2))
     html_path.write_text(render_html(report))
     return {**report, "json": str(json_path), "html": str(html_path)}
+
+
+def _routing_html(routing: list[dict] | None) -> list[str]:
+    """Who speaks: pieces left alone first (each wants an override or a look), then per shot
+    the routing strip and every decision with its evidence."""
+    if routing is None:
+        return []
+    esc = html.escape
+    pieces = [(shot["shot"], d) for shot in routing for d in shot["decisions"]]
+    alone = [(s, d) for s, d in pieces if d["track"] is None and d["rule"] not in
+             ("no_face", "off_screen")]
+    out = ["<h2 id='routing'>Who speaks (routing)</h2>",
+           f"<p>{sum(d['track'] is not None for _, d in pieces)} of {len(pieces)} pieces of "
+           f"speech synced; {len(alone)} left alone with faces on screen (add an override in "
+           "the job if one of them is a face speaking):</p>"]
+    header = ("<tr><th>shot</th><th>character</th><th>frames</th><th>face</th><th>rule</th>"
+              "<th>why</th><th>evidence per face</th></tr>")
+
+    def row(shot: int, d: dict) -> str:
+        cells = [shot, d["character"], f"{d['first']}–{d['end'] - 1}",
+                 "left alone" if d["track"] is None else d["track"], d["rule"], d["reason"],
+                 "; ".join(d["evidence"]) or "–"]
+        return "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>"
+
+    if alone:
+        out += ["<table>", header, *(row(s, d) for s, d in alone), "</table>"]
+    for shot in routing:
+        out.append(f"<h3>Shot {shot['shot']} (frames {shot['start']}–{shot['end'] - 1})</h3>")
+        if shot.get("strip"):
+            out.append(f"<p><img src='{esc(shot['strip'])}' alt='routing strip'></p>")
+        if shot["decisions"]:
+            out += ["<table>", header, *(row(shot["shot"], d) for d in shot["decisions"]),
+                    "</table>"]
+    return out
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -153,6 +192,7 @@ def render_html(report: dict) -> str:
         for key in ("contact_sheet", "sync_plot"):
             if shot.get(key):
                 body.append(f"<p><img src='{esc(shot[key])}' alt='{key}'></p>")
+    body += _routing_html(report.get("routing"))
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
              "h2.flagged{color:#b00}h2.ok{color:#070}img{max-width:100%}")

@@ -12,6 +12,8 @@ import numpy as np
 
 from pipeline.audio import read_audio
 
+AUDIO_RATE = 48000
+
 
 @dataclass
 class Film:
@@ -32,21 +34,27 @@ def letterbox(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def make_film(path: Path, parts: list[tuple[Path, int]], *, size=(640, 360), fps: int = 25,
-              codec: str = "libx264", repeat: int = 1) -> Film:
+              codec: str = "libx264", repeat: int = 1, audio: bool = False) -> Film:
     """Concatenate the first N frames of each clip (letterboxed), at a constant ``fps``.
 
     ``repeat`` plays the whole sequence that many times (a longer film, same cuts pattern).
+    ``audio``: the film gets an original mix (AAC): each clip's own audio under its pictures.
     """
     width, height = size
     cuts, count = [], 0
+    mix = []
     with av.open(str(path), "w") as out:
         options = {"crf": "18", "preset": "veryfast", "g": "25"} if codec == "libx264" else {}
         stream = out.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        sound = out.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio else None
         for _ in range(repeat):
             for clip, n in parts:
                 if count:
                     cuts.append(count)
+                if audio:
+                    own = read_audio(clip, AUDIO_RATE).samples[: n * AUDIO_RATE // fps]
+                    mix.append(np.pad(own, (0, n * AUDIO_RATE // fps - len(own))))
                 with av.open(str(clip)) as src:
                     for i, frame in enumerate(src.decode(video=0)):
                         if i >= n:
@@ -60,6 +68,14 @@ def make_film(path: Path, parts: list[tuple[Path, int]], *, size=(640, 360), fps
                         count += 1
         for packet in stream.encode(None):
             out.mux(packet)
+        if sound is not None:
+            samples = np.concatenate(mix).astype(np.float32)[None]
+            for k in range(0, samples.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]),
+                                                   format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = AUDIO_RATE, k
+                out.mux(sound.encode(frame))
+            out.mux(sound.encode(None))
     return Film(path, cuts, count, fps, size)
 
 

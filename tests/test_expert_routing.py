@@ -1,7 +1,8 @@
 """Routing with an expert SyncNet: who speaks, judged against the film's original audio.
 
-- The decision rules (expert first for several faces, margin, fall-back, lone faces, overrides)
-  with a scorer whose answers the test sets.
+- The decision rules (expert first, for several faces and lone ones; margin; fall-back to the
+  weight-free judgement of the original audio; overrides) with a scorer whose answers the test
+  sets.
 - The scoring plumbing on the real split-screen clip (its own audio, detected faces) with
   synthetic full-size expert weights: every face gets a finite score.
 - The scoring itself with the synthetic talking-mouth expert (``synthetic_expert`` in
@@ -14,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.active_speaker import OriginalSpeech
 from pipeline.audio import SAMPLE_RATE
 from pipeline.film_scan import FilmScan, TrackInfo
 from pipeline.job import FaceChoice, Override
-from pipeline.routing import route
+from pipeline.routing import RoutingRules, route
 from pipeline.shots import Shot
 from pipeline.stems import ENVELOPE_RATE, SpeechSegment
 
@@ -36,11 +38,6 @@ def _track(track_id: int, x0: float, motion: np.ndarray | None = None) -> TrackI
                      np.zeros(len(frames)) if motion is None else motion)
 
 
-def _envelope() -> np.ndarray:
-    t = np.arange(int(N / FPS * ENVELOPE_RATE)) / ENVELOPE_RATE
-    return (0.05 + 0.05 * np.sin(2 * np.pi * 0.25 * t) ** 2).astype(np.float32)
-
-
 class Scorer:
     """An expert stand-in with set answers; it records what it was asked."""
 
@@ -52,38 +49,52 @@ class Scorer:
         return {t.track_id: self.answers.get(t.track_id) for t in candidates}
 
 
-def _route(tracks, scorer, overrides=(), margin=0.05):
+def _route(tracks, scorer, overrides=(), margin=0.05, speech=None):
     segment = SpeechSegment("ben", 0.4, 5.6)
-    return route([segment], {"ben": _envelope()}, _scan(), {0: tracks}, list(overrides),
-                 expert=scorer, expert_margin=margin)
+    return route([segment], _scan(), {0: tracks}, list(overrides), speech=speech,
+                 rules=RoutingRules(expert_margin=margin), expert=scorer)
+
+
+def _speech_following(motion: np.ndarray) -> OriginalSpeech:
+    """An original audio whose loudness rises and falls with ``motion`` (per keyframe)."""
+    t = np.arange(int(N / FPS * ENVELOPE_RATE)) / ENVELOPE_RATE
+    level = np.interp(t, np.arange(0, N, 2) / FPS, motion)
+    return OriginalSpeech(20 * np.log10(0.01 + level), np.ones(len(t), bool))
+
+
+def _talking(seed: int) -> np.ndarray:
+    """Mouth motion per keyframe of a face that talks (smoothed random syllables)."""
+    rng = np.random.default_rng(seed)
+    return np.convolve(rng.random(N // 2), np.ones(3) / 3, "same") + 0.2
 
 
 def test_the_experts_clear_pick_decides_among_several_faces():
-    # Mouth motion would pick face 0 (it follows the envelope); the expert says face 1.
-    env_at_keyframes = np.interp(np.arange(0, N, 2) / FPS,
-                                 np.arange(len(_envelope())) / ENVELOPE_RATE, _envelope())
-    tracks = [_track(0, 0, motion=env_at_keyframes), _track(1, 100)]
+    # Without the expert, the original audio would pick face 0 (its mouth follows it).
+    tracks = [_track(0, 0, motion=_talking(1)), _track(1, 100, motion=_talking(2))]
     scorer = Scorer({0: 0.02, 1: 0.4})
-    (decision,) = _route(tracks, scorer)
+    (decision,) = _route(tracks, scorer, speech=_speech_following(_talking(1)))
     assert decision.track_id == 1 and decision.reason.startswith("expert")
-    assert decision.score == 0.4
+    assert decision.score == 0.4 and decision.rule == "expert" and decision.margin == 0.38
     assert scorer.calls == [([0, 1], decision.start_frame, decision.end_frame)]
 
 
 @pytest.mark.parametrize("answers", [{0: 0.30, 1: 0.32}, {0: -0.1, 1: -0.02}, {0: None, 1: 0.5}])
-def test_an_undecided_expert_leaves_it_to_mouth_motion(answers):
-    env_at_keyframes = np.interp(np.arange(0, N, 2) / FPS,
-                                 np.arange(len(_envelope())) / ENVELOPE_RATE, _envelope())
-    tracks = [_track(0, 0, motion=env_at_keyframes), _track(1, 100)]
+def test_an_undecided_expert_leaves_it_to_the_original_audio(answers):
+    tracks = [_track(0, 0, motion=_talking(1)), _track(1, 100, motion=_talking(2))]
+    (decision,) = _route(tracks, Scorer(answers), speech=_speech_following(_talking(1)))
+    assert decision.rule == "speaker" and decision.track_id == 0
+    # ...and without original audio nothing else can tell: left alone, never guessed.
     (decision,) = _route(tracks, Scorer(answers))
-    assert not decision.reason.startswith("expert")
-    assert decision.track_id == 0  # the face whose mouth follows the speech
+    assert decision.track_id is None and decision.rule == "no_original_audio"
 
 
-def test_lone_faces_and_overrides_do_not_ask_the_expert():
+def test_a_lone_face_asks_the_expert_overrides_do_not():
+    scorer = Scorer({0: 0.3})
+    (lone,) = _route([_track(0, 0, motion=_talking(3))], scorer)
+    assert len(scorer.calls) == 1 and lone.track_id == 0 and lone.rule == "expert"
+    (doubtful,) = _route([_track(0, 0, motion=_talking(3))], Scorer({0: 0.05}))
+    assert doubtful.track_id is None  # under expert_lone_min, and no original audio to ask
     scorer = Scorer({0: 0.0})
-    (lone,) = _route([_track(0, 0)], scorer)
-    assert scorer.calls == [] and not lone.reason.startswith("expert")
     override = Override(character="ben", face=FaceChoice(index=0))
     (chosen,) = _route([_track(0, 0), _track(1, 100)], scorer, overrides=[override])
     assert scorer.calls == [] and chosen.track_id == 0 and chosen.reason == "override"
@@ -92,17 +103,20 @@ def test_lone_faces_and_overrides_do_not_ask_the_expert():
 def test_split_screen_faces_are_scored_against_the_films_audio(
         media_dir, detector_weights, expert_weights, tmp_path):
     from pipeline.detector import load_face_detector
-    from pipeline.expert_routing import expert_scorer, film_audio_source
+    from pipeline.expert_routing import expert_scorer
     from pipeline.film_scan import scan_film, track_shot
     from pipeline.media import probe_video
-    from pipeline.qc_sync import load_sync_model
+    from pipeline.qc_sync import AudioSource, load_sync_model
+    from pipeline.routing import original_speech
 
     info = probe_video(media_dir / "video" / "two_people_splitscreen__ghost_2person.mp4")
     scan = scan_film(info, cut_times=[])
     tracks = track_shot(info, scan, scan.shots[0], load_face_detector(detector_weights).detect)
     assert len(tracks) >= 2
-    audio = film_audio_source(info, tmp_path)
-    assert audio is not None and len(audio.samples) == pytest.approx(
+    speech, (original, lead) = original_speech(info, tmp_path)
+    audio = AudioSource.from_samples(original.samples(), "expert", lead)
+    assert len(speech.db) == pytest.approx(scan.duration * ENVELOPE_RATE, rel=0.05)
+    assert len(audio.samples) == pytest.approx(
         scan.duration * SAMPLE_RATE, rel=0.05)
     score = expert_scorer(load_sync_model(None, str(expert_weights)), info, scan, audio,
                           (0, 10, 0, 0))
@@ -111,12 +125,12 @@ def test_split_screen_faces_are_scored_against_the_films_audio(
     assert all(s is not None and np.isfinite(s) for s in scores.values()), scores
 
 
-def test_a_film_without_audio_has_no_source(media_dir, tmp_path):
-    from pipeline.expert_routing import film_audio_source
+def test_a_film_without_audio_has_no_original_speech(media_dir, tmp_path):
     from pipeline.media import probe_video
+    from pipeline.routing import original_speech
 
     silent = next((media_dir / "video").glob("*NO_AUDIO_STREAM*"))
-    assert film_audio_source(probe_video(silent), tmp_path) is None
+    assert original_speech(probe_video(silent), tmp_path) == (None, None)
 
 
 TRAIN_AUDIO = "en_ljspeech_LJ001-0001__coqui.wav"

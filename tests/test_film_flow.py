@@ -1,8 +1,11 @@
 """The ``dub_film`` flow on a small film assembled from the shared clips.
 
-Film (640x360, 25 fps): shot 0 = the flag talking head (125 frames), shot 1 = the two-person
-split screen (150), shot 2 = the crowd (100). Stems: "anna" speaks her own clip's audio over
-shot 0, "ben" the split screen's own audio over shot 1, nobody speaks over the crowd.
+Film (640x360, 25 fps, each clip's own audio as the original mix): shot 0 = the flag talking
+head (125 frames), shot 1 = the two-person split screen (150), shot 2 = the crowd (100). Stems:
+"anna" speaks her own clip's audio over shot 0, "ben" the split screen's own audio over shot 1,
+nobody speaks over the crowd. Anna is the flag face and ben the split screen's right-hand face
+by overrides (which face speaks is tested on its own in test_routing.py; here the flow must
+honour the decisions, and a routing report must show them).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ CLIPS = [
 @pytest.fixture(scope="module")
 def film(media_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("film")
-    made = make_film(folder / "film.mp4", [(media_dir / "video" / c, n) for c, n in CLIPS])
+    made = make_film(folder / "film.mp4", [(media_dir / "video" / c, n) for c, n in CLIPS],
+                     audio=True)
     total = made.frames / made.fps
     write_stem(folder / "anna.wav", [(0.0, media_dir / "video" / CLIPS[0][0], 5.0)], total)
     write_stem(folder / "ben.wav", [(5.0, media_dir / "video" / CLIPS[1][0], 6.0)], total)
@@ -50,6 +54,8 @@ def job_dict(film, synthetic_generator, detector_weights, out: Path, **extra) ->
         "checkpoints": {"generator": str(synthetic_generator), "detector": str(detector_weights)},
         "work_dir": str(out.parent / "cache"),
         "consent": "test footage, internal only",
+        "overrides": [{"character": "ben", "shot": 1, "face": {"index": 1}},
+                      {"character": "anna", "shot": 0, "face": {"index": 0}}],
     }
     job.update(extra)
     return job
@@ -113,6 +119,33 @@ def test_routing_and_untouched_pictures(film, dubbed):
     assert summary["consent"] == "test footage, internal only"
 
 
+def test_qc_shows_who_speaks(dubbed):
+    """QC's routing section: a strip per shot (faces x time) and every decision's reason."""
+    import cv2
+
+    from pipeline.routing_report import COLOURS, ROW
+
+    out, summary = dubbed
+    report = json.loads(Path(summary["qc"]["json"]).read_text())
+    shots = {r["shot"]: r for r in report["routing"]}
+    split = shots[1]
+    assert [(d["character"], d["track"], d["rule"]) for d in split["decisions"]] == [
+        ("ben", 1, "override")]
+    assert split["original_heard"], "the film's own audio is heard over the split screen"
+    strip = cv2.imread(str(Path(summary["qc"]["html"]).parent / split["strip"]))
+    characters = sorted({*split["stems"], "ben"})
+    ben = np.array(COLOURS[characters.index("ben")], np.uint8)
+    faces = {f["track"]: i for i, f in enumerate(split["faces"])}
+
+    def row_has_ben(track: int) -> bool:
+        top = (1 + len(characters) + faces[track]) * ROW
+        return bool((strip[top : top + ROW] == ben).all(axis=2).any())
+
+    assert row_has_ben(1) and not row_has_ben(0)  # ben's lines on the right-hand face only
+    html = Path(summary["qc"]["html"]).read_text()
+    assert "Who speaks" in html and split["strip"] in html
+
+
 def test_silent_stem_leaves_its_shots_alone(film, dubbed):
     _, summary = dubbed
     anna_shots = {d["shot"] for d in summary["decisions"] if d["character"] == "anna"}
@@ -136,12 +169,16 @@ def test_resume_after_kill_reuses_finished_units(film, dubbed, synthetic_generat
     units = tmp_path / "cache"
     proc = run_cli(["dub", str(job_path)], env, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(units.rglob("units/*.npz")):
+
+    def finished_units() -> set[str]:
+        return {p.name for p in units.rglob("units/*.npz") if ".partial" not in p.name}
+
+    while time.time() < deadline and not finished_units():
         assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole run, mid-film
     proc.wait()
-    finished = {p.name for p in units.rglob("units/*.npz")}
+    finished = finished_units()
     assert finished and not out.exists()
 
     rerun = run_cli(["dub", str(job_path)], env)

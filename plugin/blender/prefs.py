@@ -95,7 +95,8 @@ class LIPDUB_PG_stem(PropertyGroup):
                                          "source file's first frame")
     face: IntProperty(name="Face", default=-1, min=-1, max=32,
                       description="Which face speaks these lines: -1 lets the pipeline choose "
-                                  "(mouth motion), 0 is the first face from the left, 1 the "
+                                  "(who speaks in the original audio), 0 is the first face "
+                                  "from the left, 1 the "
                                   "second, ...")
 
 
