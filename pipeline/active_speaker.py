@@ -62,10 +62,12 @@ class OriginalSpeech:
         part = self.audible[max(a, 0) : max(b, 0)]
         return float(part.mean()) if len(part) else 0.0
 
-    def level(self, seconds: np.ndarray, shift: int = 0) -> np.ndarray:
-        """The level at ``seconds``; ``shift`` (10 ms steps) wraps around the film's ends."""
-        idx = np.clip((seconds * ENVELOPE_RATE).astype(int), 0, len(self.db) - 1)
-        return self.db[(idx + shift) % len(self.db)]
+    def levels(self, seconds: np.ndarray, lags: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+        """(shifts, lags, len(seconds)) levels at ``seconds + lag``, moved by ``shift`` 10 ms
+        steps (wrapping around the film's ends)."""
+        idx = ((seconds[None, :] + lags[:, None]) * ENVELOPE_RATE).astype(int)
+        idx = np.clip(idx, 0, len(self.db) - 1)
+        return self.db[(idx[None] + shifts[:, None, None]) % len(self.db)]
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,12 @@ class FaceEvidence:
                 f"mouth motion {self.activity:.2f}")
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator > 1e-12 else 0.0
+def _correlations(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Pearson correlation of ``x`` with each row (0 where either is constant)."""
+    x = x - x.mean()
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((x * x).sum() * (rows * rows).sum(axis=1))
+    return np.where(denominator > 1e-12, rows @ x / np.maximum(denominator, 1e-12), 0.0)
 
 
 def face_evidence(track_id: int, motion_frames: np.ndarray, motion: np.ndarray,
@@ -113,11 +117,10 @@ def face_evidence(track_id: int, motion_frames: np.ndarray, motion: np.ndarray,
     kernel = np.ones(SMOOTH) / SMOOTH
     m = np.convolve(values, kernel, "same")
     t = seconds[frames]
-
-    def best(shift: int) -> float:
-        return max(_corr(m, speech.level(t + lag, shift)) for lag in LAGS)
-
-    sync = best(0)
-    null = np.array([best(int(s)) for s in NULL_SHIFTS])
+    # Every (shift, lag) at once: rows of the original's level, correlated with the mouth.
+    shifts = np.r_[0, NULL_SHIFTS]
+    levels = speech.levels(t, LAGS, shifts).reshape(len(shifts) * len(LAGS), len(t))
+    correlation = _correlations(m, levels).reshape(len(shifts), len(LAGS)).max(axis=1)
+    sync, null = float(correlation[0]), correlation[1:]
     z = (sync - null.mean()) / max(null.std(), 1e-3)
     return FaceEvidence(track_id, len(frames), float(np.median(values)), sync, float(z))

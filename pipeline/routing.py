@@ -38,7 +38,7 @@ from .stems import ENVELOPE_RATE, SpeechSegment
 MIN_PIECE_FRAMES = 4
 CONTEXT_SECONDS = 0.5  # picture either side of a piece that is judged with it (lips at rest)
 MIN_AUDIBLE = 0.3  # share of a piece where the original must be heard for anyone to speak it
-MIN_ACTIVITY = 0.15  # median mouth motion below this: a still mouth (64x48 crop pixels a step)
+MIN_ACTIVITY = 0.3  # median mouth motion below this (% of the mouth's width a step): still
 EXPERT_MARGIN = 0.05  # expert confidence (median minus zero-offset distance) between 1st and 2nd
 
 # (candidate tracks, start frame, end frame) -> {track_id: expert confidence or None}

@@ -140,3 +140,46 @@ def test_real_footage_never_puts_words_in_the_wrong_mouth(benchmark, media_dir, 
     if name == "narrator":  # nobody on screen speaks: every piece left alone, with a reason
         assert all(d["track"] is None and d["rule"] in ("listener", "unclear")
                    for d in counts["decisions"]), counts["decisions"]
+
+
+def _face(mouth_open: float, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A grey 'face' picture (box 100..260 x 60..260) with a dark mouth ``mouth_open`` high."""
+    import cv2
+
+    picture = np.full((360, 480), 90, np.uint8)
+    cv2.rectangle(picture, (100, 60), (260, 260), 170, -1)
+    rng = np.random.default_rng(0)
+    picture[60:260, 100:260] += rng.integers(0, 20, (200, 160), dtype=np.uint8)  # skin texture
+    cv2.ellipse(picture, (180, 220), (40, max(1, int(mouth_open))), 0, 0, 360, 30, -1)
+    return np.roll(picture, shift, axis=(0, 1))
+
+
+def test_mouth_motion_is_the_mouth_not_the_head():
+    from pipeline.mouth_activity import face_square, mouth_deformation, mouth_from_square
+
+    box = np.array([100.0, 60.0, 260.0, 260.0])
+
+    def mouth(picture, at=box):
+        return mouth_from_square(*face_square(picture, at), at)
+
+    closed = mouth(_face(3))
+    assert closed.min() < 60  # the dark mouth is inside the crop
+    opened = mouth_deformation(closed, mouth(_face(14)))
+    moved = mouth_deformation(closed, mouth(_face(3, (3, 2))))  # head moved, box did not follow
+    still = mouth_deformation(closed, mouth(_face(3)))
+    assert still < 0.05 and opened > 0.3 and opened > 3 * moved, (still, opened, moved)
+
+
+def test_job_settings_for_routing():
+    from pipeline.job import JobSpecError, parse_job
+
+    root = Path(__file__).resolve().parents[1]
+    example = parse_job(root / "configs" / "pipeline" / "example_job.yaml")
+    assert example.settings.route_min_z == 2.0 and example.settings.route_margin_z == 1.5
+    old = {"film": "a.mp4", "stems": {"anna": "a.wav"}, "output": {"path": "o.mp4"},
+           "checkpoints": {"generator": "g.pth"}, "settings": {"min_route_score": 0.2}}
+    with pytest.raises(JobSpecError, match="min_route_score is gone.*route_min_z"):
+        parse_job(old)
+    spec = parse_job({**old, "settings": {}, "original_dialogue": "dialogue.wav"},
+                     base=Path("/studio/reel1"))
+    assert spec.original_dialogue == Path("/studio/reel1/dialogue.wav")
