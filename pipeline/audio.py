@@ -8,7 +8,6 @@ default, so the padding is passed explicitly here.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,9 +176,6 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
 
 # A mel column whose STFT window holds only zeros: log floor, normalised and clipped.
 SILENT_MEL = -MAX_ABS_VALUE
-# Silence decoded after a dub before its mel is taken: longer than an STFT window plus the
-# pre-emphasis tap, so that the columns past it are exactly SILENT_MEL and can be appended freely.
-DUB_TAIL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -187,17 +183,17 @@ class DubMel:
     """A dub's mel spectrogram, followed by silence for as long as the picture needs.
 
     Attributes:
-        mel: (80, N) of the dub's 16 kHz samples and ``DUB_TAIL_SECONDS`` of zeros.
+        mel: (80, N) of the dub's 16 kHz samples alone, as the reference takes it (its last
+            columns see the STFT's reflect padding, not silence).
         duration: the dub's own length in seconds.
     """
 
     mel: np.ndarray
     duration: float
 
-    def covering(self, seconds: float) -> np.ndarray:
-        """The mel with columns for every chunk of a picture ``seconds`` long (silence added)."""
-        needed = math.ceil(seconds * MEL_FRAMES_PER_SECOND) + MEL_STEP_SIZE + 1
-        missing = needed - self.mel.shape[1]
+    def with_columns(self, columns: int) -> np.ndarray:
+        """The mel with at least ``columns`` columns: silent columns appended past the dub."""
+        missing = columns - self.mel.shape[1]
         if missing <= 0:
             return self.mel
         silence = np.full((self.mel.shape[0], missing), SILENT_MEL, np.float32)
@@ -205,14 +201,56 @@ class DubMel:
 
 
 def dub_mel(path: str | Path) -> DubMel:
-    """Decode a dub and take its mel (the generator's audio input) with silence after it.
+    """Decode a dub and take its mel (the generator's audio input).
 
     Raises:
         MediaError, AudioError: as :func:`read_audio`.
     """
     audio = read_audio(path)
-    tail = np.zeros(int(DUB_TAIL_SECONDS * audio.sample_rate), np.float32)
-    return DubMel(melspectrogram(np.concatenate([audio.samples, tail])), audio.duration)
+    return DubMel(melspectrogram(audio.samples), audio.duration)
+
+
+def mel_columns(n_samples: int) -> int:
+    """Columns of the mel of ``n_samples`` samples (a centred STFT: one per hop, plus one)."""
+    return 1 + n_samples // HOP_SIZE
+
+
+def constant_frame_rate(seconds: np.ndarray, rate: float | None) -> float | None:
+    """``rate`` when every frame lasts 1/rate (to within 1 % of a frame), else None (VFR)."""
+    if not rate or len(seconds) < 2:
+        return float(rate) if rate else None
+    steps = np.diff(seconds)
+    return float(rate) if np.all(np.abs(steps * rate - 1.0) < 0.01) else None
+
+
+def frame_mel_starts(seconds: np.ndarray, dub_columns: int, fps: float | None) -> np.ndarray:
+    """Start column of every frame's 16-column mel window, as the reference picks them.
+
+    Arguments:
+        seconds: every frame's time from the first picture.
+        dub_columns: columns of the dub's own mel (:func:`mel_columns`).
+        fps: the picture's frame rate when it is constant (:func:`constant_frame_rate`).
+
+    At a constant frame rate, frame i starts at ``int(i * (80. / fps))``: the reference's literal
+    float expression, whose truncation differs from ``floor(t * 80)`` at some frames (164 in
+    200,000 at 23.976 fps). The reference has no variable-frame-rate rule, so there each frame's
+    own timestamp decides: ``floor(t * 80)``. Either way, the first window that would run past
+    the dub's last column is clamped to the last 16 columns (the reference's final chunk);
+    frames after it, which the reference drops (it cuts the picture to the dub), start where the
+    rule puts them, in the silence after the dub: their mouths close (lipdub's rule).
+
+    Returns:
+        (frames,) int64.
+    """
+    if fps:
+        starts = (np.arange(len(seconds), dtype=np.float64) * (80.0 / fps)).astype(np.int64)
+    else:
+        starts = np.floor(np.asarray(seconds, np.float64) * MEL_FRAMES_PER_SECOND
+                          + 1e-9).astype(np.int64)
+    over = np.flatnonzero(starts + MEL_STEP_SIZE > dub_columns)
+    if len(over):
+        starts[over[0]] = max(dub_columns - MEL_STEP_SIZE, 0)
+    return starts
 
 
 def mel_chunk_starts(n_mel_frames: int, fps: float) -> np.ndarray:

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import HOP_SIZE, MEL_STEP_SIZE, melspectrogram
+from .audio import (
+    HOP_SIZE,
+    MEL_STEP_SIZE,
+    SILENT_MEL,
+    constant_frame_rate,
+    frame_mel_starts,
+    mel_columns,
+    melspectrogram,
+)
 from .film_scan import FilmScan, TrackInfo
 from .frames import to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box
@@ -24,6 +32,9 @@ from .media import VideoInfo, iter_video_frames
 from .routing import Decision
 
 MEL_MARGIN_COLUMNS = 8  # mel columns computed beyond a unit's ends (STFT edges, pre-emphasis)
+# Part of every unit's cache key: bumped when the same inputs give other pictures (2: mel
+# windows picked as the reference picks them), so that no older result is served.
+UNIT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -75,24 +86,40 @@ def unit_boxes(unit: SyncUnit, track: TrackInfo, info: VideoInfo, pads) -> list:
             for f in range(unit.start, unit.end)]
 
 
-def _mel_window(samples: np.ndarray, scan: FilmScan, unit: SyncUnit):
-    """The mel columns around a unit, computed so they equal the whole-stem mel's columns.
+def _mel_window(samples: np.ndarray, starts: np.ndarray):
+    """The mel columns a unit's windows read, computed so they equal the whole-stem mel's.
+
+    Arguments:
+        samples: the character's whole stem, 16 kHz.
+        starts: the unit's frames' window starts (global columns, :func:`unit_mel_starts`).
 
     Returns:
         (mel, first_column): local mel and the global column of its column 0.
     """
-    t0 = scan.times[0]
-    start_col = int(np.floor((scan.times[unit.start] - t0) * 80 + 1e-9))
-    end_col = int(np.floor((scan.times[unit.end - 1] - t0) * 80 + 1e-9)) + MEL_STEP_SIZE
-    first = max(0, start_col - MEL_MARGIN_COLUMNS)
-    last = end_col + MEL_MARGIN_COLUMNS
-    # Column j of a mel is centred on sample 200*j: cut the samples on that grid.
+    first = max(0, int(starts.min()) - MEL_MARGIN_COLUMNS)
+    last = int(starts.max()) + MEL_STEP_SIZE + MEL_MARGIN_COLUMNS
+    # Column j of a mel is centred on sample 200*j: cut the samples on that grid. A window that
+    # reaches the stem's end takes the samples up to it and no further, so that the STFT's
+    # reflect padding there is the whole stem's; columns past the stem are silence.
     lo, hi = first * HOP_SIZE, last * HOP_SIZE
-    piece = np.zeros(hi - lo, np.float32)
-    avail = np.asarray(samples[lo : min(hi, len(samples))], dtype=np.float32)
-    piece[: len(avail)] = avail
-    # The window's own edges (reflect padding, pre-emphasis from rest) only touch the margin.
-    return melspectrogram(piece), first
+    piece = np.asarray(samples[lo : hi if last < mel_columns(len(samples)) else None],
+                       dtype=np.float32)
+    mel = (melspectrogram(piece) if len(piece) > 4 * HOP_SIZE
+           else np.zeros((80, 0), np.float32))  # nothing of the stem left: all silence
+    missing = last - first - mel.shape[1]
+    if missing > 0:
+        mel = np.concatenate([mel, np.full((mel.shape[0], missing), SILENT_MEL, np.float32)],
+                             axis=1)
+    # The window's own start (reflect padding, pre-emphasis from rest) only touches the margin.
+    return mel, first
+
+
+def unit_mel_starts(scan: FilmScan, unit: SyncUnit, n_samples: int, rate) -> np.ndarray:
+    """Global mel start column of each of a unit's frames, as ``lipdub sync`` picks them for
+    the whole film with the stem as its dub (:func:`pipeline.audio.frame_mel_starts`)."""
+    seconds = scan.times - scan.times[0]
+    fps = constant_frame_rate(seconds, float(rate) if rate else None)
+    return frame_mel_starts(seconds, mel_columns(n_samples), fps)[unit.start : unit.end]
 
 
 def unit_key(unit: SyncUnit, boxes: list, scan: FilmScan, samples: np.ndarray, film_id: str,
@@ -100,7 +127,8 @@ def unit_key(unit: SyncUnit, boxes: list, scan: FilmScan, samples: np.ndarray, f
     """The cache key: film content, frame times, boxes, the stem samples used, weights, settings."""
     h = hashlib.sha256()
     h.update(json.dumps({"unit": asdict(unit), "film": film_id, "weights": weights_sha256,
-                         "precision": precision, "boxes": boxes}).encode())
+                         "precision": precision, "boxes": boxes,
+                         "version": UNIT_VERSION}).encode())
     h.update(np.ascontiguousarray(scan.times[unit.start : unit.end]).tobytes())
     t0 = scan.times[0]
     lo = max(0, int((scan.times[unit.start] - t0 - 0.5) * 16000))
@@ -123,8 +151,8 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
         model_slot: a context manager held around each model call (the flow's ``gpu`` slot).
     """
     batch_size = batch_size or model.batch_size
-    mel, first_col = _mel_window(samples, scan, unit)
-    t0 = scan.times[0]
+    starts = unit_mel_starts(scan, unit, len(samples), info.average_rate)
+    mel, first_col = _mel_window(samples, starts)
     end_time = float(scan.times[unit.end]) if unit.end < len(scan.times) else None
     frames_out, boxes_out, preds_out = [], [], []
     batch_crops, batch_mels, batch_meta = [], [], []
@@ -150,8 +178,7 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
         box = boxes[offset]
         if box is None:
             continue
-        col = int(np.floor((scan.times[index] - t0) * 80 + 1e-9)) - first_col
-        col = min(max(col, 0), mel.shape[1] - MEL_STEP_SIZE)
+        col = int(starts[offset]) - first_col
         batch_crops.append(crop_face(to_bgr(frame), box))
         batch_mels.append(mel[:, col : col + MEL_STEP_SIZE])
         batch_meta.append((index, box))

@@ -6,6 +6,7 @@ seconds, so memory stays flat with film length.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -149,7 +150,8 @@ def analyse_stem(character: str, path: Path, work_dir: Path, *,
     """Decode a stem once (streamed): 16 kHz samples to disk, envelope, speech segments.
 
     The resampling is soxr 'HQ' in streaming mode, which gives the same samples as
-    ``librosa.load`` (and so as ``lipdub sync``) on the whole file.
+    ``librosa.load`` (and so as ``lipdub sync``) on the whole file, to the last one (the
+    end-to-end parity test reads mel windows that reach the stem's end).
     """
     path = Path(path)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -161,13 +163,19 @@ def analyse_stem(character: str, path: Path, work_dir: Path, *,
         source_rate = container.streams.audio[0].rate
     resampler = soxr.ResampleStream(source_rate, 16000, 1, dtype="float32", quality="HQ")
     hop = 16000 // ENVELOPE_RATE
-    values, carry, count = [], np.zeros(0, np.float32), 0
+    values, carry, count, decoded = [], np.zeros(0, np.float32), 0, 0
     with open(tmp, "wb") as out:
         blocks = iter_audio_blocks(path, source_rate)
         block = next(blocks, None)
         while block is not None:
             following = next(blocks, None)
+            decoded += block.shape[1]
             chunk = resampler.resample_chunk(block[0], last=following is None)
+            if following is None:
+                # librosa.load pads soxr's output with zeros to ceil(n * 16000 / rate) samples
+                # (usually one): so do we, so that the stem ends where lipdub sync's dub ends.
+                short = math.ceil(decoded * 16000 / source_rate) - (count + len(chunk))
+                chunk = np.concatenate([chunk, np.zeros(max(short, 0), np.float32)])
             out.write(chunk.astype(np.float32).tobytes())
             count += len(chunk)
             mono = np.concatenate([carry, chunk])

@@ -24,7 +24,13 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from .audio import MEL_STEP_SIZE, DubMel, dub_mel, mel_chunk_start_at
+from .audio import (
+    MEL_STEP_SIZE,
+    DubMel,
+    constant_frame_rate,
+    dub_mel,
+    frame_mel_starts,
+)
 from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError, MediaError
@@ -335,10 +341,13 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     n_frames = len(times.times)
     plan, chosen, n_tracks = plan_boxes(n_frames, detections, options, info)
 
-    # The dub starts with the first picture; silence stands in where it is shorter.
-    mel = dub.covering(times.duration)
+    # The dub starts with the first picture; silence stands in where it is shorter. Each
+    # frame's mel window is picked as the reference picks it (frame_mel_starts).
     t0 = times.times[0]
-    chunk_starts = [mel_chunk_start_at(t - t0, mel.shape[1]) for t in times.times]
+    seconds = np.asarray(times.times, np.float64) - t0
+    chunk_starts = frame_mel_starts(seconds, dub.mel.shape[1],
+                                    constant_frame_rate(seconds, float(rate) if rate else None))
+    mel = dub.with_columns(int(chunk_starts.max()) + MEL_STEP_SIZE if n_frames else 0)
 
     summary = RunSummary(str(video), str(audio), str(output), frames=n_frames,
                          device=str(model.device), precision=model.precision,

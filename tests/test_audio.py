@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from pipeline.audio import (
+    SILENT_MEL,
     dub_mel,
     indiv_mel_start,
     load_audio,
     mel_chunk_start_at,
     mel_chunk_starts,
+    mel_columns,
     melspectrogram,
     read_audio,
     read_pcm16_mono_16k,
@@ -162,15 +164,20 @@ def test_bad_audio_inputs(tmp_path, media_dir):
 # -- a dub's mel, silence after it --------------------------------------------------------------
 
 
-def test_dub_mel_adds_silence_exactly_as_zero_samples_would(media_dir):
+def test_dub_mel_is_the_references_then_silence(media_dir):
     path = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
     dub = dub_mel(path)
     samples = read_audio(path).samples
     assert dub.duration == pytest.approx(len(samples) / 16000)
-    # A picture 3 s longer than the dub: its mel must equal that of the dub followed by zeros.
-    seconds = dub.duration + 3.0
-    mel = dub.covering(seconds)
-    padded = melspectrogram(np.concatenate([samples, np.zeros(16000 * 6, np.float32)]))
-    assert mel.shape[1] >= int(seconds * 80) + 16  # the last picture's chunk fits
-    np.testing.assert_allclose(mel, padded[:, : mel.shape[1]], atol=1e-5)
-    assert dub.covering(1.0) is dub.mel  # a shorter picture needs nothing added
+    # The dub's own mel, as the reference takes it (reflect padding at its end included)...
+    np.testing.assert_array_equal(dub.mel, melspectrogram(samples))
+    n = dub.mel.shape[1]
+    assert n == mel_columns(len(samples))
+    # ...then silence: the columns that zero samples after the dub give, once past the STFT
+    # window's reach (n_fft/2 = 400 samples = 2 columns, plus the pre-emphasis tap).
+    mel = dub.with_columns(n + 240)
+    padded = melspectrogram(np.concatenate([samples, np.zeros(16000 * 4, np.float32)]))
+    assert mel.shape[1] == n + 240
+    np.testing.assert_array_equal(mel[:, n:], SILENT_MEL)
+    np.testing.assert_allclose(padded[:, n + 3 : n + 240], SILENT_MEL, atol=1e-6)
+    assert dub.with_columns(10) is dub.mel  # a shorter picture needs nothing added
