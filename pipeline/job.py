@@ -199,17 +199,27 @@ def parse_job(data: dict | str | Path, *, base: Path | None = None) -> JobSpec:
     return job.resolved(base or Path.cwd())
 
 
-def media_duration(path: Path) -> float:
-    """Container duration in seconds (0 when the header does not say)."""
+def picture_duration(path: Path) -> float:
+    """Seconds from the film's first picture to the end of its last (0 when nothing says).
+
+    Stems are aligned to the first picture, so this, not the container's length, is what they
+    must cover: audio that starts before the picture (camera files, web masters) is no part
+    of it.
+    """
     import av
 
     from .media import open_media
 
     with open_media(path) as container:
+        video = container.streams.video[0]
+        if video.duration and video.time_base:
+            return float(video.duration * video.time_base)
         if container.duration:
-            return container.duration / av.time_base
-        stream = (container.streams.video or container.streams.audio)[0]
-        return float(stream.duration * stream.time_base) if stream.duration else 0.0
+            start = (container.start_time or 0) / av.time_base
+            first_picture = (float(video.start_time * video.time_base)
+                             if video.start_time is not None else start)
+            return container.duration / av.time_base - (first_picture - start)
+        return 0.0
 
 
 def _profile_problems(job: JobSpec, info) -> list[str]:
@@ -244,7 +254,7 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
     info = None
     try:
         info = probe_video(job.film)
-        film_seconds = media_duration(job.film)
+        film_seconds = picture_duration(job.film)
         if info.is_still:
             problems.append(f"film: {job.film} is a still picture; use `lipdub sync` for stills")
     except LipdubError as exc:
@@ -257,8 +267,8 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
             continue
         if film_seconds and seconds < film_seconds - 0.1:
             problems.append(
-                f"stems.{name}: {stem} lasts {seconds:.2f} s but the film lasts "
-                f"{film_seconds:.2f} s; each stem must cover the film from its first frame "
+                f"stems.{name}: {stem} lasts {seconds:.2f} s but the film's pictures last "
+                f"{film_seconds:.2f} s; each stem must cover the film from its first picture "
                 "(pad it with silence)"
             )
     if job.original_dialogue is not None:
