@@ -124,6 +124,7 @@ def iter_video_frames(
         if not container.streams.video:
             raise MediaError(f"{path}: has no video stream")
         stream = container.streams.video[0]
+        announced = int(stream.frames or 0)
         if threads:
             stream.thread_type = "AUTO"
         tb = stream.time_base
@@ -132,7 +133,7 @@ def iter_video_frames(
         last = None if end_time is None else end_time - float(tb) / 2
         if first is not None and first > 0:
             container.seek(int(first / tb), stream=stream, backward=True)
-        index = 0
+        index, last_good = 0, None
         try:
             for frame in container.decode(stream):
                 t = float(frame.pts * tb) if frame.pts is not None else None
@@ -144,6 +145,7 @@ def iter_video_frames(
                     break
                 yield frame
                 index += 1
+                last_good = t
         except av.error.FFmpegError as exc:
             raise MediaError(
                 f"{path}: decoding failed at frame {index} ({exc.strerror or exc}); "
@@ -154,6 +156,14 @@ def iter_video_frames(
         return
     if index == 0 and start_time is None:
         raise MediaError(f"{path}: no picture could be decoded (truncated or empty video stream)")
+    if start_time is None and end_time is None and announced and index < announced:
+        # A file cut short whose index survived decodes to its end without an error (frame
+        # threads even drop the error of the damaged last packet): the count tells.
+        at = f" at {last_good:.3f} s" if last_good is not None else ""
+        raise MediaError(
+            f"{path}: damaged: the file announces {announced} pictures but only {index} could be "
+            f"decoded (the last good one is frame {index - 1}{at}); it is truncated or corrupt, "
+            "and lipdub does not silently deliver a shorter picture")
 
 
 def _slow_range(path: Path, first: float, last: float | None) -> Iterator[av.VideoFrame]:
