@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from .qc import run_qc
 
     for path in (args.video, args.audio, args.source):
+        if path is not None and Path(path).is_dir():
+            raise MediaError(f"{path}: is a directory; give a media file")
         if path is not None and not Path(path).is_file():
             raise MediaError(f"{path}: file not found")
     if args.summary:

@@ -137,4 +137,11 @@ def run(args: argparse.Namespace) -> int:
         "dub_mel_taken_in": "child process" if in_child else "this process",
     }
     print(json.dumps(report, indent=2), file=sys.stdout)
+    audio = summary.audio_report
+    padded = audio.get("padded_seconds", 0.0)
+    picture = audio.get("source_duration", 0.0) - audio.get("cut_seconds", 0.0) + padded
+    if picture and padded > picture / 2:  # recorded in the summary; said here too
+        print(f"warning: {args.audio} covers only {picture - padded:.2f} s of the picture's "
+              f"{picture:.2f} s; the rest was padded with silence (mouths closed there)",
+              file=sys.stderr)
     return 0

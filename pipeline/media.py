@@ -55,6 +55,8 @@ class VideoInfo:
 def open_media(path: str | Path) -> av.container.InputContainer:
     """Open ``path`` with PyAV, turning its errors into a :class:`MediaError` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise MediaError(f"{path}: is a directory; give a media file")
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
     if path.stat().st_size == 0:

@@ -125,6 +125,8 @@ def _progress(enabled: bool | None, **kw) -> tqdm:
 
 def _check_paths(video: Path, audio: Path, output: Path, overwrite: bool) -> None:
     for path, what in ((video, "video"), (audio, "audio")):
+        if Path(path).is_dir():
+            raise MediaError(f"{path}: is a directory; give the {what} file")
         if not Path(path).is_file():
             raise MediaError(f"{path}: {what} file not found")
     if output.resolve() in (video.resolve(), audio.resolve()):
