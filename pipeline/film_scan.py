@@ -18,6 +18,7 @@ from .frames import to_bgr
 from .media import VideoInfo, iter_video_frames
 from .mouth_activity import face_square, mouth_deformation, mouth_from_square
 from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
+from .work_cache import writing
 
 # Bumped whenever what a saved track holds changes meaning (2: mouth motion by optical flow in
 # the smoothed box), so that a work folder never serves tracks of an older kind.
@@ -194,7 +195,6 @@ def _track_info(shot, track: FaceTrack, order, by_frame, squares, back, every, s
 
 def save_tracks(tracks: list[TrackInfo], path: Path) -> None:
     """Keep a shot's tracks in the work folder (npz; atomic)."""
-    tmp = path.with_name(path.name + ".partial.npz")
     arrays = {}
     for t in tracks:
         prefix = f"t{t.track_id}_"
@@ -202,8 +202,8 @@ def save_tracks(tracks: list[TrackInfo], path: Path) -> None:
         arrays[prefix + "boxes"] = t.boxes
         arrays[prefix + "motion_frames"] = t.motion_frames
         arrays[prefix + "motion"] = t.motion
-    np.savez(tmp, count=np.array(len(tracks)), **arrays)
-    tmp.replace(path)
+    with writing(path) as tmp:
+        np.savez(tmp, count=np.array(len(tracks)), **arrays)
 
 
 def load_tracks(path: Path) -> list[TrackInfo]:

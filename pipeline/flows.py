@@ -50,8 +50,9 @@ from .segment_sync import (
     unit_key,
     units_from_decisions,
 )
-from .stems import StemAnalysis, analyse_stem, mix_stems
+from .stems import StemAnalysis, mix_stems, stem_analysis
 from .timecode import read_timecode
+from .work_cache import cache_key, file_sha256, writing
 
 GPU_SLOT = "gpu"
 _models: dict[tuple, object] = {}
@@ -88,45 +89,60 @@ def _gpu_slot():
     return concurrency(GPU_SLOT, occupy=1, strict=False)
 
 
+SCAN_VERSION = 1  # of what a cached scan holds
+
+
 @task(name="scan film", cache_policy=NO_CACHE)
 def scan_task(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
     import numpy as np
 
-    cached = work / f"scan_{job.settings.shot_threshold}_{bool(job.shots)}.npz"
+    from .shots import shots_from_cuts
+
+    # The folder is the film's; the name holds what else decides the cuts.
+    key = cache_key("scan", SCAN_VERSION, job.shots,
+                    None if job.shots is not None else job.settings.shot_threshold)
+    cached = work / f"scan_{key}.npz"
     if cached.exists():
         with np.load(cached) as d:
-            from .shots import shots_from_cuts
-
             times = d["times"]
             return FilmScan(times, shots_from_cuts(times, list(d["cuts"])))
     scan = scan_film(info, cut_times=job.shots, threshold=job.settings.shot_threshold)
-    cuts = np.array([s.start_time for s in scan.shots[1:]])
-    np.savez(cached.with_name(cached.name + ".partial.npz"), times=scan.times, cuts=cuts)
-    cached.with_name(cached.name + ".partial.npz").replace(cached)
+    with writing(cached) as tmp:
+        np.savez(tmp, times=scan.times, cuts=np.array([s.start_time for s in scan.shots[1:]]))
     return scan
+
+
+def tracks_path(job: JobSpec, scan: FilmScan, shot_index: int, work: Path) -> Path:
+    """Where a shot's tracks are kept: named by its frames, the detector and every setting."""
+    from .detector import resolve_detector
+
+    s, shot = job.settings, scan.shots[shot_index]
+    detector_file, _ = resolve_detector(job.checkpoints.detector)
+    key = cache_key("tracks", TRACKS_VERSION, shot.start, shot.end,
+                    float(scan.times[shot.start]), file_sha256(detector_file), s.detect_every,
+                    s.detect_size, s.smooth_window)
+    return work / "tracks" / f"shot{shot_index:04d}_{key}.npz"
 
 
 @task(name="track faces", task_run_name="track faces in shot {shot_index}", cache_policy=NO_CACHE)
 def track_task(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int,
                work: Path) -> list[TrackInfo]:
     s = job.settings
-    cached = (work / "tracks" / f"shot{shot_index:04d}_{s.detect_every}_{s.detect_size}"
-              f"_v{TRACKS_VERSION}.npz")
+    cached = tracks_path(job, scan, shot_index, work)
     if cached.exists():
         return load_tracks(cached)
     detector = _detector(job)
     tracks = track_shot(info, scan, scan.shots[shot_index], detector.detect,
                         every=s.detect_every, max_side=s.detect_size,
                         smooth_window=s.smooth_window)
-    cached.parent.mkdir(parents=True, exist_ok=True)
     save_tracks(tracks, cached)
     return tracks
 
 
 @task(name="analyse stem", task_run_name="analyse stem {character}", cache_policy=NO_CACHE)
 def stem_task(job: JobSpec, character: str, work: Path) -> StemAnalysis:
-    return analyse_stem(character, job.stems[character], work / "stems",
-                        min_segment=job.settings.min_segment)
+    return stem_analysis(character, job.stems[character], work / "stems",
+                         min_segment=job.settings.min_segment)
 
 
 @task(name="lip-sync", task_run_name="lip-sync {unit.name}", cache_policy=NO_CACHE, retries=1)
@@ -136,7 +152,8 @@ def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
     boxes = unit_boxes(unit, track, info, job.settings.pads)
     samples = stem.samples()
     model = _generator(job)
-    key = unit_key(unit, boxes, scan, samples, film_id, weights_sha, model.precision)
+    key = unit_key(unit, boxes, scan, samples, film_id, weights_sha, model.precision,
+                   str(model.device))
     path = work / "units" / f"{unit.name}_{key}.npz"
     if path.exists():
         return {"unit": unit.name, "path": str(path), "cached": True}
@@ -246,8 +263,7 @@ def dub_film(job: dict | str) -> dict:
         update_progress_artifact(progress, 100.0 * done / max(len(units), 1))
     clock["synced"] = time.perf_counter()
 
-    audio = spec.output.audio or mix_stems(list(spec.stems.values()), work / "dub_mix.wav",
-                                           scan.duration)
+    audio = spec.output.audio or _dub_mix(spec, scan, work)
     start_tc = read_timecode(spec.film)
     tags = provenance_metadata([asdict(u) for u, _ in results], rate=info.average_rate,
                                timecode=start_tc)
@@ -281,6 +297,14 @@ def dub_film(job: dict | str) -> dict:
         + (f" QC: {qc['shots_flagged']} shot(s) flagged ({qc['html']})." if qc else ""),
         key="lipdub-result", description="dubbed film")
     return summary
+
+
+def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> Path:
+    """The stems summed (kept under their content: made once, never rewritten in place)."""
+    stems = list(spec.stems.values())
+    key = cache_key("mix", [file_sha256(p) for p in stems], round(scan.duration, 6))
+    path = work / f"dub_mix_{key}.wav"
+    return path if path.exists() else mix_stems(stems, path, scan.duration)
 
 
 def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, start_tc,

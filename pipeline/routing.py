@@ -288,11 +288,13 @@ def original_speech(info, work, dialogue=None):
     """
     from .errors import AudioError
     from .media import audio_lead
-    from .stems import analyse_stem
+    from .segment_sync import film_fingerprint
+    from .stems import stem_analysis
 
     source, lead = (dialogue, 0.0) if dialogue else (info.path, audio_lead(info.path))
-    try:
-        decoded = analyse_stem("original_audio", source, work)
+    try:  # a master is not hashed whole: the film's fingerprint names its audio
+        decoded = stem_analysis("original_audio", source, work / "stems",
+                                identity=None if dialogue else film_fingerprint(info.path))
     except AudioError:
         return None, None
     return OriginalSpeech.from_envelope(decoded.envelope, lead), (decoded, lead)

@@ -30,6 +30,7 @@ from .frames import to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box
 from .media import VideoInfo, iter_video_frames
 from .routing import Decision
+from .work_cache import writing
 
 MEL_MARGIN_COLUMNS = 8  # mel columns computed beyond a unit's ends (STFT edges, pre-emphasis)
 # Part of every unit's cache key: bumped when the same inputs give other pictures (2: mel
@@ -123,11 +124,11 @@ def unit_mel_starts(scan: FilmScan, unit: SyncUnit, n_samples: int, rate) -> np.
 
 
 def unit_key(unit: SyncUnit, boxes: list, scan: FilmScan, samples: np.ndarray, film_id: str,
-             weights_sha256: str, precision: str) -> str:
+             weights_sha256: str, precision: str, device: str = "cpu") -> str:
     """The cache key: film content, frame times, boxes, the stem samples used, weights, settings."""
     h = hashlib.sha256()
     h.update(json.dumps({"unit": asdict(unit), "film": film_id, "weights": weights_sha256,
-                         "precision": precision, "boxes": boxes,
+                         "precision": precision, "device": device, "boxes": boxes,
                          "version": UNIT_VERSION}).encode())
     h.update(np.ascontiguousarray(scan.times[unit.start : unit.end]).tobytes())
     t0 = scan.times[0]
@@ -186,9 +187,8 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
             run_batch()
     if batch_crops:
         run_batch()
-    tmp = out_path.with_name(out_path.name + ".partial.npz")
-    np.savez(tmp, frames=np.asarray(frames_out, np.int64),
-             boxes=np.asarray(boxes_out, np.int64).reshape(-1, 4),
-             preds=np.asarray(preds_out, np.float16).reshape(-1, 96, 96, 3))
-    tmp.replace(out_path)
+    with writing(out_path) as tmp:
+        np.savez(tmp, frames=np.asarray(frames_out, np.int64),
+                 boxes=np.asarray(boxes_out, np.int64).reshape(-1, 4),
+                 preds=np.asarray(preds_out, np.float16).reshape(-1, 96, 96, 3))
     return out_path

@@ -18,6 +18,7 @@ import soxr
 
 from .errors import AudioError, MediaError
 from .media import open_media
+from .work_cache import cache_key, file_sha256, writing
 
 ENVELOPE_RATE = 100  # envelope values per second (10 ms hop)
 
@@ -145,8 +146,8 @@ class StemAnalysis:
         return np.memmap(self.samples_path, dtype=np.float32, mode="r")
 
 
-def analyse_stem(character: str, path: Path, work_dir: Path, *,
-                 min_segment: float = 0.3) -> StemAnalysis:
+def analyse_stem(character: str, path: Path, work_dir: Path, *, min_segment: float = 0.3,
+                 name: str | None = None) -> StemAnalysis:
     """Decode a stem once (streamed): 16 kHz samples to disk, envelope, speech segments.
 
     The resampling is soxr 'HQ' in streaming mode, which gives the same samples as
@@ -154,9 +155,7 @@ def analyse_stem(character: str, path: Path, work_dir: Path, *,
     end-to-end parity test reads mel windows that reach the stem's end).
     """
     path = Path(path)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    target = work_dir / f"{character}_16k.f32"
-    tmp = target.with_name(target.name + ".partial")
+    target = Path(work_dir) / f"{name or character}_16k.f32"
     with open_media(path) as container:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
@@ -164,7 +163,7 @@ def analyse_stem(character: str, path: Path, work_dir: Path, *,
     resampler = soxr.ResampleStream(source_rate, 16000, 1, dtype="float32", quality="HQ")
     hop = 16000 // ENVELOPE_RATE
     values, carry, count, decoded = [], np.zeros(0, np.float32), 0, 0
-    with open(tmp, "wb") as out:
+    with writing(target) as tmp, open(tmp, "wb") as out:
         blocks = iter_audio_blocks(path, source_rate)
         block = next(blocks, None)
         while block is not None:
@@ -183,13 +182,36 @@ def analyse_stem(character: str, path: Path, work_dir: Path, *,
             values.append(np.sqrt(np.mean(mono[: n * hop].reshape(n, hop) ** 2, axis=1)))
             carry = mono[n * hop :]
             block = following
-    if count == 0:
-        tmp.unlink(missing_ok=True)
-        raise AudioError(f"{path}: the audio stream holds no samples")
-    tmp.replace(target)
+        if count == 0:
+            raise AudioError(f"{path}: the audio stream holds no samples")
     env = np.concatenate(values).astype(np.float32)
     return StemAnalysis(character, path, target, count / 16000, env,
                         speech_segments(env, character, min_segment=min_segment))
+
+
+STEM_VERSION = 1  # of what a cached stem analysis holds
+
+
+def stem_analysis(character: str, path: Path, work_dir: Path, *, min_segment: float = 0.3,
+                  identity: str | None = None) -> StemAnalysis:
+    """:func:`analyse_stem`, kept in ``work_dir`` under the stem's content: decoded once.
+
+    ``identity``: what names the content (default: the sha256 of the file; a film's own audio
+    passes the film's fingerprint instead of hashing a whole master). An edited stem gets a new
+    name, so stale samples are never served, and files other processes may have mapped are
+    never rewritten.
+    """
+    key = cache_key("stem", STEM_VERSION, identity or file_sha256(path))
+    samples, meta = Path(work_dir) / f"{key}_16k.f32", Path(work_dir) / f"{key}_envelope.npz"
+    if samples.exists() and meta.exists():
+        with np.load(meta) as data:
+            env, duration = data["envelope"], float(data["duration"])
+        return StemAnalysis(character, Path(path), samples, duration, env,
+                            speech_segments(env, character, min_segment=min_segment))
+    analysed = analyse_stem(character, path, work_dir, min_segment=min_segment, name=key)
+    with writing(meta) as tmp:
+        np.savez(tmp, envelope=analysed.envelope, duration=np.array(analysed.duration))
+    return analysed
 
 
 def sample_range(samples: np.ndarray, start: float, end: float, rate: int = 16000) -> np.ndarray:
@@ -207,8 +229,7 @@ def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 4800
     total = int(round(duration * rate))
     sources = [iter_audio_blocks(p, rate, mono=False, block_seconds=2.0) for p in stems]
     buffers = [np.zeros((2, 0), np.float32) for _ in stems]
-    tmp = output.with_name(f".{output.name}.partial")
-    with av.open(str(tmp), "w", format="wav") as dst:
+    with writing(output) as tmp, av.open(str(tmp), "w", format="wav") as dst:
         stream = dst.add_stream("pcm_s24le", rate=rate, layout="stereo")
         stream.codec_context.time_base = Fraction(1, rate)
         written = 0
@@ -235,5 +256,4 @@ def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 4800
             written += n
         for packet in stream.encode(None):
             dst.mux(packet)
-    tmp.replace(output)
     return output
