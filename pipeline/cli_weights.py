@@ -87,7 +87,7 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"weights cache: {cache_dir()}")
     print(f"{'NAME':<{width}}  {'FILE':<{files}}  {'SIZE':<9}  {'GET':<8}  SHA256")
     for entry in entries:
-        how = "download" if entry.urls else "by hand"
+        how = "bundled" if entry.bundled else "download" if entry.urls else "by hand"
         checksum = "known" if entry.sha256 else "unknown"
         print(
             f"{entry.name:<{width}}  {entry.file:<{files}}  {entry.size_text:<9}  {how:<8}  "

@@ -63,6 +63,7 @@ class WeightsEntry:
     anchors: tuple[tuple[int, ...], ...] | None = None
     steps: tuple[int, ...] | None = None
     variance: tuple[float, ...] | None = None
+    bundled: str | None = None
     notes: str = ""
 
     @property
@@ -429,6 +430,15 @@ def _problems(
     return problems
 
 
+def bundled_file(entry: WeightsEntry) -> Path:
+    """The copy of ``entry`` that ships inside the package (``bundled`` in the registry)."""
+    path = Path(str(resources.files("configs").joinpath(entry.bundled)))
+    if not path.is_file():
+        raise RegistryError(f"{entry.name}: the bundled copy {path} is missing; reinstall lipdub "
+                            f"or run `lipdub weights download {entry.name}`")
+    return path
+
+
 def resolve_weights_file(name_or_path: str | os.PathLike) -> Path:
     """A checkpoint given as a file path or as a registry name (looked up in the cache).
 
@@ -447,6 +457,8 @@ def resolve_weights_file(name_or_path: str | os.PathLike) -> Path:
         )
     entry = get_entry(str(name_or_path))
     cached = cache_dir() / entry.file
+    if not cached.is_file() and entry.bundled:
+        return bundled_file(entry)
     if not cached.is_file():
         raise RegistryError(
             f"{entry.name} is not downloaded ({cached} missing); run "

@@ -718,3 +718,21 @@ def test_download_into_unwritable_folder(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(RegistryError, match="cannot write to"):
         R.download(_tiny_entry("http://127.0.0.1:9/x", None), dest_dir=blocker / "sub")
+
+
+def test_the_default_detector_ships_in_the_package(tmp_path, monkeypatch):
+    """A fresh machine (empty weights cache) finds the MIT face detector without a download."""
+    from models.weights import sha256_file
+    from pipeline.detector import load_face_detector, resolve_detector
+
+    monkeypatch.setenv("LIPDUB_HOME", str(tmp_path))
+    path, entry = resolve_detector(None)
+    assert entry.name == "retinaface_mobilenet0.25" and path.parent.name == "weights"
+    assert not str(path).startswith(str(tmp_path))  # not from the (empty) cache
+    assert sha256_file(path) == entry.sha256 and path.stat().st_size == entry.size
+    assert load_face_detector(None) is not None
+    # A downloaded copy in the cache still comes first.
+    (tmp_path / "weights").mkdir()
+    cached = tmp_path / "weights" / entry.file
+    cached.write_bytes(path.read_bytes())
+    assert resolve_detector(None)[0] == cached
