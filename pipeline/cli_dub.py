@@ -29,9 +29,16 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.job}: OK")
         return 0
+    from prefect import tags
+
     from pipeline.flows import dub_film
 
-    summary = dub_film(str(args.job.resolve()))
+    # Named and tagged as the editor plugins name theirs; the whole job (paths resolved) is the
+    # run's parameter, so the Prefect UI shows what is being dubbed, not a YAML path.
+    name = f"dub {job.film.stem} -> {job.output.path.name}"
+    labels = ["lipdub-cli", f"film:{job.film.name}", *(f"character:{c}" for c in job.stems)]
+    with tags(*labels):
+        summary = dub_film.with_options(flow_run_name=name)(job.model_dump(mode="json"))
     print(json.dumps({
         "output": summary["output"],
         "frames": summary["frames"],

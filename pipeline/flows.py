@@ -227,6 +227,8 @@ def dub_film(job: dict | str) -> dict:
     clock = {"start": time.perf_counter()}
     spec = parse_job(Path(job) if isinstance(job, str) and "\n" not in job else job)
     check_job_inputs(spec)
+    log.info("dubbing %s into %s; characters: %s", spec.film, spec.output.path,
+             ", ".join(spec.stems))
     info = probe_video(spec.film)
     film_id = film_fingerprint(spec.film)
     work = spec.cache_dir / film_id[:16]
@@ -289,6 +291,10 @@ def dub_film(job: dict | str) -> dict:
                     "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
                     "timecode": start_tc.as_dict() if start_tc else None,
                     "provenance": tags, "otio": str(otio_path), "qc": qc})
+    from prefect.runtime import flow_run
+
+    summary["flow_run"] = {"id": str(flow_run.id), "name": flow_run.name,
+                           "tags": sorted(flow_run.tags or [])}
     summary_path = spec.output.path.with_name(spec.output.path.name + ".json")
     summary_path.write_text(json.dumps(summary, indent=2))
     create_markdown_artifact(

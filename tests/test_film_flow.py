@@ -185,6 +185,10 @@ def test_resume_after_kill_reuses_finished_units(film, dubbed, synthetic_generat
     log, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, log
     summary = json.loads(Path(str(out) + ".json").read_text())
+    # The CLI's run is named and tagged like the plugins' (seen in the Prefect UI).
+    assert summary["flow_run"]["name"] == "dub film -> resumed.mkv"
+    assert {"lipdub-cli", "film:film.mp4", "character:anna", "character:ben"} <= set(
+        summary["flow_run"]["tags"])
     total = len(summary["units"])
     assert summary["units_cached"] == len(finished) and total > len(finished)
     assert summary["units_computed"] == total - len(finished)
