@@ -26,6 +26,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from .assemble import assemble_film
@@ -42,6 +43,7 @@ from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
 from .routing import Decision, FilmRouting, route_film
+from .run_progress import RunProgress
 from .segment_sync import (
     SyncUnit,
     film_fingerprint,
@@ -234,14 +236,25 @@ def dub_film(job: dict | str) -> dict:
     work = spec.cache_dir / film_id[:16]
     work.mkdir(parents=True, exist_ok=True)
 
+    artifact = create_progress_artifact(0.0, key="lipdub-progress", description="scanning")
+    progress = RunProgress(lambda percent, text: update_progress_artifact(
+        artifact, percent, description=text))
+    progress.update("scan", 0, 1, "finding the shots")
     scan = scan_task(spec, info, work)
     log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
-    track_futures = [track_task.submit(spec, info, scan, s.index, work) for s in scan.shots]
+    track_futures = {track_task.submit(spec, info, scan, s.index, work): s.index
+                     for s in scan.shots}
     stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
-    tracks = {s.index: f.result() for s, f in zip(scan.shots, track_futures)}
+    tracks = {}
+    for future in as_completed(list(track_futures)):
+        tracks[track_futures[future]] = future.result()
+        progress.update("tracks", len(tracks), len(scan.shots),
+                        f"{len(tracks)} of {len(scan.shots)} shots tracked")
+    tracks = dict(sorted(tracks.items()))
     stems = {c: f.result() for c, f in stem_futures.items()}
     clock["analysed"] = time.perf_counter()
 
+    progress.update("routing", 0, 1, "who speaks")
     routing = route_task(spec, info, scan, tracks, stems, work)
     decisions = routing.decisions
     units = units_from_decisions(decisions)
@@ -253,17 +266,23 @@ def dub_film(job: dict | str) -> dict:
 
     weights_sha = sha256_file(resolve_weights_file(spec.checkpoints.generator))
     _ensure_gpu_limit()
-    progress = create_progress_artifact(0.0, key="lipdub-progress",
-                                        description="lip-sync units done")
     by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
-    futures = [lipsync_task.submit(spec, info, scan, u, by_track[(u.shot, u.track_id)],
-                                   stems[u.character], film_id, weights_sha, work)
-               for u in units]
-    results = []
-    for done, (unit, future) in enumerate(zip(units, futures), start=1):
-        results.append((unit, future.result()))
-        update_progress_artifact(progress, 100.0 * done / max(len(units), 1))
+    futures = {lipsync_task.submit(spec, info, scan, u, by_track[(u.shot, u.track_id)],
+                                   stems[u.character], film_id, weights_sha, work): i
+               for i, u in enumerate(units)}
+    to_sync = sum(u.end - u.start for u in units)
+    synced, finished = 0, {}
+    progress.update("lip sync", 0, to_sync, f"0 of {to_sync} frames")
+    for future in as_completed(list(futures)):
+        unit = units[futures[future]]
+        finished[futures[future]] = future.result()
+        synced += unit.end - unit.start
+        rate = synced / max(time.perf_counter() - clock["analysed"], 1e-6)
+        progress.update("lip sync", synced, to_sync,
+                        f"{synced} of {to_sync} frames, {rate:.1f} frames/s")
+    results = [(u, finished[i]) for i, u in enumerate(units)]  # in film order
     clock["synced"] = time.perf_counter()
+    progress.update("assembly", 0, 1, "writing the output")
 
     audio = spec.output.audio or _dub_mix(spec, scan, work)
     start_tc = read_timecode(spec.film)
@@ -273,6 +292,7 @@ def dub_film(job: dict | str) -> dict:
                          audio, start_tc.text if start_tc else None, tags)
     changed = done["changed"]
     clock["assembled"] = time.perf_counter()
+    progress.update("qc", 0, 1, "timeline and QC report")
     otio_path = _export_timeline(spec, info, scan, results, start_tc, tags)
     qc = None
     if spec.output.qc:
@@ -297,6 +317,7 @@ def dub_film(job: dict | str) -> dict:
                            "tags": sorted(flow_run.tags or [])}
     summary_path = spec.output.path.with_name(spec.output.path.name + ".json")
     summary_path.write_text(json.dumps(summary, indent=2))
+    progress.finish()
     create_markdown_artifact(
         f"**{spec.output.path.name}**: {changed} of {len(scan.times)} frames changed, "
         f"{summary['units_computed']} units computed, {summary['units_cached']} from cache."

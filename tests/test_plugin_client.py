@@ -73,6 +73,8 @@ def test_a_tiny_job_runs_to_completion_and_the_result_is_fetched(
     assert run.parameters["job"]["film"] == str(film.path)
     keys = {a.key for a in client.read_artifacts(run.id)}
     assert {"lipdub-progress", "lipdub-result", "lipdub-routing"} <= keys
+    (progress,) = client.read_artifacts(run.id, ["lipdub-progress"], limit=1)
+    assert progress.data == 100.0 and progress.description.startswith("done in")
     progress = client.read_artifacts(run.id, ["lipdub-progress"])
     assert progress[0].type == "progress" and progress[0].data == 100.0
 

@@ -379,8 +379,10 @@ class DubTask:
                 return
             changes: dict[str, Any] = {"state_name": state.name}
             if state.type == RUNNING:
-                changes.update(phase="running", percent=self._progress(client, run_id),
-                               message="dubbing on the render machines")
+                percent, stage = self._progress(client, run_id)
+                changes.update(phase="running", percent=percent,
+                               message=f"dubbing: {stage}" if stage
+                               else "dubbing on the render machines")
             elif state.type == CANCELLING:
                 changes.update(phase="cancelling", message="stopping the run")
             elif state.type in (SCHEDULED, PENDING):
@@ -401,14 +403,16 @@ class DubTask:
             self._wake.clear()
         self._set(message=f"no longer followed here; flow run {run_id} goes on on the server")
 
-    def _progress(self, client: PrefectClient, run_id: str) -> float | None:
+    def _progress(self, client: PrefectClient, run_id: str) -> tuple[float | None, str]:
+        """The run's whole-run percentage and what it is doing (stage, ETA), from its
+        progress artifact."""
         try:
             arts = client.read_artifacts(run_id, [PROGRESS_KEY], limit=1)
         except (ServerUnreachable, NotFound):
-            return self.snapshot().percent
+            return self.snapshot().percent, ""
         if arts and isinstance(arts[0].data, (int, float)):
-            return float(arts[0].data)
-        return self.snapshot().percent
+            return float(arts[0].data), str(getattr(arts[0], "description", "") or "")
+        return self.snapshot().percent, ""
 
     def _finish(self, client: PrefectClient, run) -> None:
         state = run.state
