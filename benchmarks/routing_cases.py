@@ -319,17 +319,18 @@ def build_case(case: Case, media: Path, folder: Path) -> tuple[Path, dict[str, P
             out.mux(packet)
         if case.music:
             original += _music(len(original) / RATE, case.music, rng)
-        _write_audio(out, audio, original[: int(seconds * RATE)])
+        write_audio(out, audio, original[: int(seconds * RATE)])
     stem_paths = {}
     for c, samples in stems.items():
         stem_paths[c] = folder / f"{case.name}_{c}.wav"
         with av.open(str(stem_paths[c]), "w", format="wav") as wav:
             stream = wav.add_stream("pcm_s16le", rate=RATE, layout="mono")
-            _write_audio(wav, stream, samples[: int(seconds * RATE)])
+            write_audio(wav, stream, samples[: int(seconds * RATE)])
     return film, stem_paths, Truth(total_frames, speaking, region)
 
 
-def _write_audio(container, stream, samples: np.ndarray) -> None:
+def write_audio(container, stream, samples: np.ndarray) -> None:
+    """Encode mono samples (float, -1..1) into ``stream`` (AAC or 16-bit PCM) and flush it."""
     fmt = "fltp" if stream.codec_context.name == "aac" else "s16"
     data = np.clip(samples, -1, 1)[None]
     data = data.astype(np.float32) if fmt == "fltp" else (data * 32767).astype(np.int16)

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routing_cases import CASES, FPS, RATE, build_case  # noqa: E402
+from routing_cases import CASES, FPS, RATE, build_case, write_audio  # noqa: E402
 
 
 def long_film(media: Path, work: Path, minutes: float,
@@ -72,17 +72,12 @@ def long_film(media: Path, work: Path, minutes: float,
                 if written >= total:
                     break
         dst.mux(video.encode(None))
-        samples = np.concatenate(mix)[None].astype(np.float32)
-        for k in range(0, samples.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]),
-                                               format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = RATE, k
-            dst.mux(audio.encode(frame))
-        dst.mux(audio.encode(None))
+        samples = np.concatenate(mix).astype(np.float32)
+        write_audio(dst, audio, samples)
     stem_files = {}
     for c, pieces in stems.items():
         stem_files[c] = work / f"long_{c}.wav"
-        data = np.concatenate([pieces[k] for k in order])[: samples.shape[1]]
+        data = np.concatenate([pieces[k] for k in order])[: len(samples)]
         with av.open(str(stem_files[c]), "w", format="wav") as wav:
             stream = wav.add_stream("pcm_s16le", rate=RATE, layout="mono")
             pcm = (np.clip(data, -1, 1) * 32767).astype(np.int16)[None]

@@ -69,14 +69,19 @@ def make_film(path: Path, parts: list[tuple[Path, int]], *, size=(640, 360), fps
         for packet in stream.encode(None):
             out.mux(packet)
         if sound is not None:
-            samples = np.concatenate(mix).astype(np.float32)[None]
-            for k in range(0, samples.shape[1], 1024):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]),
-                                                   format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = AUDIO_RATE, k
-                out.mux(sound.encode(frame))
-            out.mux(sound.encode(None))
+            encode_mono(out, sound, np.concatenate(mix))
     return Film(path, cuts, count, fps, size)
+
+
+def encode_mono(container, stream, samples: np.ndarray, rate: int = AUDIO_RATE) -> None:
+    """Encode float mono samples into an (AAC) ``stream`` from time 0, and flush it."""
+    samples = np.asarray(samples, np.float32)[None]
+    for k in range(0, samples.shape[1], 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]),
+                                           format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, k
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
 
 
 def write_stem(path: Path, pieces: list[tuple[float, Path | None, float]], total: float,

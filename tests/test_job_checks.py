@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from filmmaker import write_stem
+from filmmaker import encode_mono, write_stem
 
 from pipeline.job import JobSpecError, check_job_inputs, parse_job, picture_duration
 
@@ -30,14 +30,8 @@ def late_picture_film(path: Path, picture_seconds: float, audio_lead: float) -> 
             frame.pts, frame.time_base = first + i, Fraction(1, FPS)
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        samples = (0.1 * np.sin(np.arange(int((audio_lead + picture_seconds) * rate)) / 9))
-        samples = samples.astype(np.float32)[None]
-        for k in range(0, samples.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]),
-                                               format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = rate, k
-            out.mux(sound.encode(frame))
-        out.mux(sound.encode(None))
+        samples = 0.1 * np.sin(np.arange(int((audio_lead + picture_seconds) * rate)) / 9)
+        encode_mono(out, sound, samples, rate)
     return path
 
 
