@@ -284,7 +284,11 @@ def dub_film(job: dict | str) -> dict:
     clock["synced"] = time.perf_counter()
     progress.update("assembly", 0, 1, "writing the output")
 
-    audio = spec.output.audio or _dub_mix(spec, scan, work)
+    audio, mix = (spec.output.audio, None) if spec.output.audio else _dub_mix(spec, scan, work)
+    if mix and mix["clipped_samples"]:
+        log.warning("the stems summed past full scale: %d samples clipped (peak %.2f x full "
+                     "scale); give output.audio a mastered mix", mix["clipped_samples"],
+                     mix["peak"])
     start_tc = read_timecode(spec.film)
     tags = provenance_metadata([asdict(u) for u, _ in results], rate=info.average_rate,
                                timecode=start_tc)
@@ -300,12 +304,13 @@ def dub_film(job: dict | str) -> dict:
 
         segments = [seg for st in stems.values() for seg in st.segments]
         qc = qc_task(spec, scan, results, audio, {
-            "consent": spec.consent, "provenance": tags,
+            "consent": spec.consent, "provenance": tags, "stem_mix": mix,
             "timecode": start_tc.as_dict() if start_tc else None,
             "routing": routing_by_shot(scan, tracks, segments, decisions, routing.heard)})
     clock["checked"] = time.perf_counter()
     summary = _summary(spec, scan, tracks, stems, decisions, results, changed,
                        done["audio"] or {}, clock)
+    summary["stem_mix"] = mix
     summary.update({"profile": done["profile"], "pix_fmt": done["pix_fmt"],
                     "packets_copied": done["packets_copied"],
                     "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
@@ -326,12 +331,19 @@ def dub_film(job: dict | str) -> dict:
     return summary
 
 
-def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> Path:
-    """The stems summed (kept under their content: made once, never rewritten in place)."""
+def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> tuple[Path, dict]:
+    """The stems summed (kept under their content: made once, never rewritten in place), and
+    what the sum did (clipped samples, peak)."""
     stems = list(spec.stems.values())
     key = cache_key("mix", [file_sha256(p) for p in stems], round(scan.duration, 6))
-    path = work / f"dub_mix_{key}.wav"
-    return path if path.exists() else mix_stems(stems, path, scan.duration)
+    path, report_path = work / f"dub_mix_{key}.wav", work / f"dub_mix_{key}.json"
+    if path.exists() and report_path.exists():
+        return path, json.loads(report_path.read_text())
+    mix = mix_stems(stems, path, scan.duration)
+    report = {"clipped_samples": mix.clipped_samples, "peak": round(mix.peak, 4)}
+    with writing(report_path) as tmp:
+        tmp.write_text(json.dumps(report))
+    return path, report
 
 
 def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, start_tc,

@@ -167,6 +167,12 @@ def render_html(report: dict) -> str:
                            else "not measured (" + esc(str(loud.get("reason", ""))) + ")")
         + "</p>",
     ]
+    mix = report.get("stem_mix")
+    if mix:
+        head.append("<p>Stems summed: " + (
+            f"<b>{mix['clipped_samples']} samples clipped</b> (peak {mix['peak']:.2f} x full "
+            "scale); deliver a mastered mix (output.audio)" if mix["clipped_samples"]
+            else f"no clipping (peak {mix['peak']:.2f} x full scale)") + "</p>")
     for key, label in (("consent", "Rights / consent"), ("provenance", "Provenance")):
         if report.get(key):
             value = report[key]

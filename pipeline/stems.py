@@ -224,9 +224,26 @@ def sample_range(samples: np.ndarray, start: float, end: float, rate: int = 1600
     return out
 
 
-def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 48000) -> Path:
+@dataclass(frozen=True)
+class StemMix:
+    """The stems summed: the WAV, and whether the sum ran past full scale.
+
+    Attributes:
+        path: the 24-bit stereo WAV.
+        clipped_samples: samples (either channel) where the sum passed full scale and was
+            clipped; never silent: the flow logs it and QC and the run summary show it.
+        peak: the sum's highest absolute sample before clipping (1.0 = full scale).
+    """
+
+    path: Path
+    clipped_samples: int
+    peak: float
+
+
+def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 48000) -> StemMix:
     """Sum the stems into one 24-bit stereo WAV of exactly ``duration`` seconds (streamed)."""
     total = int(round(duration * rate))
+    clipped, peak = 0, 0.0
     sources = [iter_audio_blocks(p, rate, mono=False, block_seconds=2.0) for p in stems]
     buffers = [np.zeros((2, 0), np.float32) for _ in stems]
     with writing(output) as tmp, av.open(str(tmp), "w", format="wav") as dst:
@@ -245,6 +262,9 @@ def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 4800
                 take = buffers[i][:, :n]
                 block[:, : take.shape[1]] += take
                 buffers[i] = buffers[i][:, n:]
+            over = np.abs(block) > 1.0
+            clipped += int(over.any(axis=0).sum())
+            peak = max(peak, float(np.abs(block).max(initial=0.0)))
             # pcm_s24le keeps the top 24 bits of s32 samples: scale to 24 bits, shift into place.
             pcm = (np.clip(block, -1, 1) * 8388607).astype(np.int32) << 8
             frame = av.AudioFrame.from_ndarray(pcm.T.reshape(1, -1).copy(), format="s32",
@@ -256,4 +276,4 @@ def mix_stems(stems: list[Path], output: Path, duration: float, rate: int = 4800
             written += n
         for packet in stream.encode(None):
             dst.mux(packet)
-    return output
+    return StemMix(output, clipped, peak)

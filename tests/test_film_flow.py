@@ -144,6 +144,7 @@ def test_qc_shows_who_speaks(dubbed):
     assert row_has_ben(1) and not row_has_ben(0)  # ben's lines on the right-hand face only
     html = Path(summary["qc"]["html"]).read_text()
     assert "Who speaks" in html and split["strip"] in html
+    assert summary["stem_mix"]["clipped_samples"] == 0 and "Stems summed: no clipping" in html
 
 
 def test_silent_stem_leaves_its_shots_alone(film, dubbed):
