@@ -193,11 +193,16 @@ class DubMel:
 
     def with_columns(self, columns: int) -> np.ndarray:
         """The mel with at least ``columns`` columns: silent columns appended past the dub."""
-        missing = columns - self.mel.shape[1]
-        if missing <= 0:
-            return self.mel
-        silence = np.full((self.mel.shape[0], missing), SILENT_MEL, np.float32)
-        return np.concatenate([self.mel, silence], axis=1)
+        return with_silence(self.mel, columns)
+
+
+def with_silence(mel: np.ndarray, columns: int) -> np.ndarray:
+    """``mel`` with silent columns appended up to ``columns`` (itself when long enough)."""
+    missing = columns - mel.shape[1]
+    if missing <= 0:
+        return mel
+    return np.concatenate([mel, np.full((mel.shape[0], missing), SILENT_MEL, np.float32)],
+                          axis=1)
 
 
 def dub_mel(path: str | Path) -> DubMel:

@@ -117,14 +117,12 @@ def segments_by_detection(video: Path, detector_name: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import MediaError
+    from .media import require_file
     from .qc import run_qc
 
     for path in (args.video, args.audio, args.source):
-        if path is not None and Path(path).is_dir():
-            raise MediaError(f"{path}: is a directory; give a media file")
-        if path is not None and not Path(path).is_file():
-            raise MediaError(f"{path}: file not found")
+        if path is not None:
+            require_file(path)
     if args.summary:
         segments, shots = segments_from_summary(args.summary)
     else:

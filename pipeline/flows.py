@@ -114,23 +114,31 @@ def scan_task(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
     return scan
 
 
-def tracks_path(job: JobSpec, scan: FilmScan, shot_index: int, work: Path) -> Path:
-    """Where a shot's tracks are kept: named by its frames, the detector and every setting."""
+def detector_identity(job: JobSpec) -> str:
+    """The sha256 of the job's face detector (what names its tracks)."""
     from .detector import resolve_detector
 
+    return file_sha256(resolve_detector(job.checkpoints.detector)[0])
+
+
+def tracks_path(job: JobSpec, scan: FilmScan, shot_index: int, work: Path,
+                detector_sha: str | None = None) -> Path:
+    """Where a shot's tracks are kept: named by its frames, the detector and every setting.
+
+    ``detector_sha``: :func:`detector_identity`, when the caller has it (once per run).
+    """
     s, shot = job.settings, scan.shots[shot_index]
-    detector_file, _ = resolve_detector(job.checkpoints.detector)
     key = cache_key("tracks", TRACKS_VERSION, shot.start, shot.end,
-                    float(scan.times[shot.start]), file_sha256(detector_file), s.detect_every,
-                    s.detect_size, s.smooth_window)
+                    float(scan.times[shot.start]), detector_sha or detector_identity(job),
+                    s.detect_every, s.detect_size, s.smooth_window)
     return work / "tracks" / f"shot{shot_index:04d}_{key}.npz"
 
 
 @task(name="track faces", task_run_name="track faces in shot {shot_index}", cache_policy=NO_CACHE)
 def track_task(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int,
-               work: Path) -> list[TrackInfo]:
+               work: Path, detector_sha: str) -> list[TrackInfo]:
     s = job.settings
-    cached = tracks_path(job, scan, shot_index, work)
+    cached = tracks_path(job, scan, shot_index, work, detector_sha)
     if cached.exists():
         return load_tracks(cached)
     detector = _detector(job)
@@ -176,11 +184,11 @@ def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[t
 
 @task(name="route", cache_policy=NO_CACHE)
 def route_task(job: JobSpec, info: VideoInfo, scan: FilmScan, tracks: dict, stems: dict,
-               work: Path) -> FilmRouting:
+               work: Path, film_id: str) -> FilmRouting:
     log = get_run_logger()
     routing = route_film(info, scan, tracks, stems, job.overrides, job.settings, work,
                          expert_checkpoint=job.checkpoints.expert, dialogue=job.original_dialogue,
-                         log=log)
+                         film_id=film_id, log=log)
     rules = Counter(d.rule for d in routing.decisions if not d.synced)
     synced = sum(d.synced for d in routing.decisions)
     log.info("routing: %d of %d pieces of speech synced; left alone: %s", synced,
@@ -242,7 +250,8 @@ def dub_film(job: dict | str) -> dict:
     progress.update("scan", 0, 1, "finding the shots")
     scan = scan_task(spec, info, work)
     log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
-    track_futures = {track_task.submit(spec, info, scan, s.index, work): s.index
+    detector_sha = detector_identity(spec)
+    track_futures = {track_task.submit(spec, info, scan, s.index, work, detector_sha): s.index
                      for s in scan.shots}
     stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
     tracks = {}
@@ -255,7 +264,7 @@ def dub_film(job: dict | str) -> dict:
     clock["analysed"] = time.perf_counter()
 
     progress.update("routing", 0, 1, "who speaks")
-    routing = route_task(spec, info, scan, tracks, stems, work)
+    routing = route_task(spec, info, scan, tracks, stems, work, film_id)
     decisions = routing.decisions
     units = units_from_decisions(decisions)
     _publish_tables(scan, tracks, stems, decisions)

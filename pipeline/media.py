@@ -52,13 +52,22 @@ class VideoInfo:
     is_still: bool
 
 
+def require_file(path: str | Path, what: str = "") -> Path:
+    """``path``, when it is an existing file; else a :class:`MediaError` that says whether it
+    is a folder or missing (``what``: "video", "audio"... to name it in the message)."""
+    path = Path(path)
+    kind = f"{what} file" if what else "file"
+    if path.is_dir():
+        raise MediaError(f"{path}: is a directory; give the {kind}" if what
+                         else f"{path}: is a directory; give a media file")
+    if not path.is_file():
+        raise MediaError(f"{path}: {kind} not found")
+    return path
+
+
 def open_media(path: str | Path) -> av.container.InputContainer:
     """Open ``path`` with PyAV, turning its errors into a :class:`MediaError` naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise MediaError(f"{path}: is a directory; give a media file")
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found")
+    path = require_file(path)
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: the file is empty (0 bytes)")
     try:

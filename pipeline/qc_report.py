@@ -99,9 +99,9 @@ def write_report(report: dict, sheets: dict[int, str], out_dir: Path) -> dict:
             cv2.imwrite(str(path), confidence_plot(series, title=f"shot {shot['shot']}: sync "
                                                                  "confidence per picture"))
             shot["sync_plot"] = path.name
-    for shot in report.get("routing") or []:
-        from .routing_report import routing_strip
+    from .routing_report import routing_strip
 
+    for shot in report.get("routing") or []:
         shot["strip"] = f"shot{shot['shot']:04d}_routing.png"
         cv2.imwrite(str(out_dir / shot["strip"]), routing_strip(shot))
     json_path, html_path = out_dir / "qc.json", out_dir / "qc.html"

@@ -280,11 +280,13 @@ def _one_character_per_face(decisions: list[Decision]) -> list[Decision]:
     return out
 
 
-def original_speech(info, work, dialogue=None):
+def original_speech(info, work, dialogue=None, film_id: str | None = None):
     """The original audio as routing hears it, and its decoded samples (for the expert).
 
     ``dialogue``: a clean original-dialogue stem (aligned to the first picture), preferred over
-    the film's own mix when given. Returns (None, None) for a film without audio.
+    the film's own mix when given. ``film_id``: the film's fingerprint when the caller has
+    it (:func:`pipeline.segment_sync.film_fingerprint`). Returns (None, None) for a film
+    without audio.
     """
     from .errors import AudioError
     from .media import audio_lead
@@ -294,7 +296,8 @@ def original_speech(info, work, dialogue=None):
     source, lead = (dialogue, 0.0) if dialogue else (info.path, audio_lead(info.path))
     try:  # a master is not hashed whole: the film's fingerprint names its audio
         decoded = stem_analysis("original_audio", source, work / "stems",
-                                identity=None if dialogue else film_fingerprint(info.path))
+                                identity=None if dialogue
+                                else film_id or film_fingerprint(info.path))
     except AudioError:
         return None, None
     return OriginalSpeech.from_envelope(decoded.envelope, lead), (decoded, lead)
@@ -315,9 +318,9 @@ class FilmRouting:
 
 def route_film(info, scan: FilmScan, tracks: dict[int, list[TrackInfo]], stems: dict,
                overrides: list[Override], settings, work, *, expert_checkpoint: str | None = None,
-               dialogue=None, log=None) -> FilmRouting:
+               dialogue=None, film_id: str | None = None, log=None) -> FilmRouting:
     """The film flow's routing step: every character's speech, decided (plain function)."""
-    speech, decoded = original_speech(info, work, dialogue)
+    speech, decoded = original_speech(info, work, dialogue, film_id)
     if speech is None and log:
         log.warning("the film has no audio: nobody can be heard speaking in it, so no piece is "
                     "synced without an override (give the original dialogue as "

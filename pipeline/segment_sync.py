@@ -19,11 +19,11 @@ import numpy as np
 from .audio import (
     HOP_SIZE,
     MEL_STEP_SIZE,
-    SILENT_MEL,
     constant_frame_rate,
     frame_mel_starts,
     mel_columns,
     melspectrogram,
+    with_silence,
 )
 from .film_scan import FilmScan, TrackInfo
 from .frames import to_bgr
@@ -107,10 +107,7 @@ def _mel_window(samples: np.ndarray, starts: np.ndarray):
                        dtype=np.float32)
     mel = (melspectrogram(piece) if len(piece) > 4 * HOP_SIZE
            else np.zeros((80, 0), np.float32))  # nothing of the stem left: all silence
-    missing = last - first - mel.shape[1]
-    if missing > 0:
-        mel = np.concatenate([mel, np.full((mel.shape[0], missing), SILENT_MEL, np.float32)],
-                             axis=1)
+    mel = with_silence(mel, last - first)
     # The window's own start (reflect padding, pre-emphasis from rest) only touches the margin.
     return mel, first
 

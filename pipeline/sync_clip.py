@@ -33,12 +33,12 @@ from .audio import (
 )
 from .composite import paste_faces
 from .encode import VideoWriter
-from .errors import LipdubError, MediaError
+from .errors import LipdubError
 from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
 from .frames import frame_from_planes, plane_arrays, to_bgr
 from .keyframes import KeyframeDetector
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
-from .media import VideoInfo, iter_video_frames, probe_video
+from .media import VideoInfo, iter_video_frames, probe_video, require_file
 from .passthrough import check_passthrough, iter_packets_and_frames
 from .profiles import resolve_profile
 from .provenance import provenance_metadata
@@ -124,11 +124,8 @@ def _progress(enabled: bool | None, **kw) -> tqdm:
 
 
 def _check_paths(video: Path, audio: Path, output: Path, overwrite: bool) -> None:
-    for path, what in ((video, "video"), (audio, "audio")):
-        if Path(path).is_dir():
-            raise MediaError(f"{path}: is a directory; give the {what} file")
-        if not Path(path).is_file():
-            raise MediaError(f"{path}: {what} file not found")
+    require_file(video, "video")
+    require_file(audio, "audio")
     if output.resolve() in (video.resolve(), audio.resolve()):
         raise LipdubError(f"{output}: the output would overwrite an input; choose another name")
     if output.exists() and not overwrite:
