@@ -30,7 +30,7 @@ from pipeline.errors import LipdubError
 # command modules (by name, lazily), while pipeline's own modules never import training.
 COMMAND_MODULES = (
     "pipeline.cli_weights", "pipeline.cli_sync", "pipeline.cli_dub", "pipeline.cli_serve",
-    "pipeline.cli_qc",
+    "pipeline.cli_submit", "pipeline.cli_qc",
     "training.cli_prepare", "training.cli_train", "training.cli_evaluate",
 )
 

@@ -1,16 +1,15 @@
 """The ``dub_film`` Prefect flow: a whole film, every character, resumable.
 
-probe -> shots -> face tracks per shot (parallel) -> stem analysis -> routing -> lip-sync units
-(each holds the ``gpu`` slot only around model calls; results cached by content) -> assembly (in
-the output profile, source timecode and provenance tags carried) -> OTIO timeline -> QC report ->
-run summary and Prefect artifacts. The tasks are thin wrappers over plain stage functions.
+probe -> shots -> face tracks per shot -> stem analysis -> routing -> lip-sync units (results kept
+in the work folder by content) -> assembly (in the output profile, source timecode and provenance
+tags carried) -> OTIO timeline -> QC report -> run summary and Prefect artifacts. Tracking and
+lip sync run in this process's task threads, or fan out over the farm's chunk workers
+(pipeline.fan_out). The tasks are thin wrappers over plain stage functions (pipeline.film_stages).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -25,128 +24,52 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from .assemble import assemble_film
-from .film_scan import (
-    TRACKS_VERSION,
-    FilmScan,
-    TrackInfo,
-    load_tracks,
-    save_tracks,
-    scan_film,
-    track_shot,
+from .chunk_flows import code_version
+from .fan_out import (
+    Chunk,
+    Farm,
+    chunk_count,
+    farm_precision,
+    find_farm,
+    make_chunks,
+    run_chunks,
+)
+from .film_scan import FilmScan, TrackInfo, load_tracks
+from .film_stages import (
+    detector_identity,
+    film_shots,
+    generator_sha,
+    shot_tracks,
+    tracks_path,
+    unit_path,
+    unit_result,
 )
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
 from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
-from .segment_sync import (
-    SyncUnit,
-    film_fingerprint,
-    lipsync_unit,
-    unit_boxes,
-    unit_key,
-    units_from_decisions,
-)
+from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
 from .stems import StemAnalysis, mix_stems, stem_analysis
 from .timecode import read_timecode
 from .work_cache import cache_key, file_sha256, writing
 
-GPU_SLOT = "gpu"
-_models: dict[tuple, object] = {}
-_models_lock = threading.RLock()  # re-entrant: the detector asks for the generator's device
-
-
-def _cached_model(kind: str, key: tuple, build):
-    """One model per process and settings: tasks in threads share it."""
-    with _models_lock:
-        if (kind, key) not in _models:
-            _models[(kind, key)] = build()
-        return _models[(kind, key)]
-
-
-def _detector(job: JobSpec):
-    from .detector import load_face_detector
-
-    return _cached_model("detector", (job.checkpoints.detector, job.settings.device),
-                         lambda: load_face_detector(job.checkpoints.detector,
-                                                    device=_generator(job).device))
-
-
-def _generator(job: JobSpec):
-    from .lipsync import LipSyncModel
-
-    s = job.settings
-    return _cached_model("generator", (job.checkpoints.generator, s.device, s.precision),
-                         lambda: LipSyncModel(job.checkpoints.generator, device=s.device,
-                                              precision=s.precision))
-
-
-def _gpu_slot():
-    """Hold the studio-wide ``gpu`` slot (a Prefect global concurrency limit) for one call."""
-    return concurrency(GPU_SLOT, occupy=1, strict=False)
-
-
-SCAN_VERSION = 1  # of what a cached scan holds
+__all__ = ["dub_film", "scan_task", "tracks_path"]
 
 
 @task(name="scan film", cache_policy=NO_CACHE)
 def scan_task(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
-    import numpy as np
-
-    from .shots import shots_from_cuts
-
-    # The folder is the film's; the name holds what else decides the cuts.
-    key = cache_key("scan", SCAN_VERSION, job.shots,
-                    None if job.shots is not None else job.settings.shot_threshold)
-    cached = work / f"scan_{key}.npz"
-    if cached.exists():
-        with np.load(cached) as d:
-            times = d["times"]
-            return FilmScan(times, shots_from_cuts(times, list(d["cuts"])))
-    scan = scan_film(info, cut_times=job.shots, threshold=job.settings.shot_threshold)
-    with writing(cached) as tmp:
-        np.savez(tmp, times=scan.times, cuts=np.array([s.start_time for s in scan.shots[1:]]))
-    return scan
-
-
-def detector_identity(job: JobSpec) -> str:
-    """The sha256 of the job's face detector (what names its tracks)."""
-    from .detector import resolve_detector
-
-    return file_sha256(resolve_detector(job.checkpoints.detector)[0])
-
-
-def tracks_path(job: JobSpec, scan: FilmScan, shot_index: int, work: Path,
-                detector_sha: str | None = None) -> Path:
-    """Where a shot's tracks are kept: named by its frames, the detector and every setting.
-
-    ``detector_sha``: :func:`detector_identity`, when the caller has it (once per run).
-    """
-    s, shot = job.settings, scan.shots[shot_index]
-    key = cache_key("tracks", TRACKS_VERSION, shot.start, shot.end,
-                    float(scan.times[shot.start]), detector_sha or detector_identity(job),
-                    s.detect_every, s.detect_size, s.smooth_window)
-    return work / "tracks" / f"shot{shot_index:04d}_{key}.npz"
+    return film_shots(job, info, work)
 
 
 @task(name="track faces", task_run_name="track faces in shot {shot_index}", cache_policy=NO_CACHE)
 def track_task(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int,
                work: Path, detector_sha: str) -> list[TrackInfo]:
-    s = job.settings
-    cached = tracks_path(job, scan, shot_index, work, detector_sha)
-    if cached.exists():
-        return load_tracks(cached)
-    detector = _detector(job)
-    tracks = track_shot(info, scan, scan.shots[shot_index], detector.detect,
-                        every=s.detect_every, max_side=s.detect_size,
-                        smooth_window=s.smooth_window)
-    save_tracks(tracks, cached)
-    return tracks
+    return shot_tracks(job, info, scan, shot_index, work, detector_sha)[0]
 
 
 @task(name="analyse stem", task_run_name="analyse stem {character}", cache_policy=NO_CACHE)
@@ -159,18 +82,7 @@ def stem_task(job: JobSpec, character: str, work: Path) -> StemAnalysis:
 def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
                  track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
                  work: Path) -> dict:
-    boxes = unit_boxes(unit, track, info, job.settings.pads)
-    samples = stem.samples()
-    model = _generator(job)
-    key = unit_key(unit, boxes, scan, samples, film_id, weights_sha, model.precision,
-                   str(model.device))
-    path = work / "units" / f"{unit.name}_{key}.npz"
-    if path.exists():
-        return {"unit": unit.name, "path": str(path), "cached": True}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lipsync_unit(info, scan, unit, boxes, samples, model, path,
-                 batch_size=job.settings.batch_size, model_slot=_gpu_slot)
-    return {"unit": unit.name, "path": str(path), "cached": False}
+    return unit_result(job, info, scan, unit, track, stem, film_id, weights_sha, work)
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
@@ -220,16 +132,6 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
             "sync_model": report["sync_model"], "loudness": report["loudness"]}
 
 
-def _ensure_gpu_limit() -> None:
-    from prefect import get_client
-
-    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(GPU_SLOT)
-        except Exception:  # noqa: BLE001 - missing: create it (1 slot per GPU worker)
-            client.upsert_global_concurrency_limit_by_name(GPU_SLOT, 1)
-
-
 @flow(name="dub_film", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def dub_film(job: dict | str) -> dict:
     """Dub a film as the job spec says (a dict, YAML text or a path to a YAML file)."""
@@ -251,15 +153,14 @@ def dub_film(job: dict | str) -> dict:
     scan = scan_task(spec, info, work)
     log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
     detector_sha = detector_identity(spec)
-    track_futures = {track_task.submit(spec, info, scan, s.index, work, detector_sha): s.index
-                     for s in scan.shots}
     stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
-    tracks = {}
-    for future in as_completed(list(track_futures)):
-        tracks[track_futures[future]] = future.result()
-        progress.update("tracks", len(tracks), len(scan.shots),
-                        f"{len(tracks)} of {len(scan.shots)} shots tracked")
-    tracks = dict(sorted(tracks.items()))
+    farm = find_farm(spec.distribute.mode, _deployment_name())
+    fan = _FanOut(spec, info, scan, work, film_id, farm, log) if farm else None
+    if farm:
+        log.info("fanning out to %d chunk worker(s) in pool %s: %s", len(farm.workers),
+                 farm.pool, ", ".join(farm.workers))
+    tracks = (fan.tracks(detector_sha, progress) if fan
+              else _tracks_here(spec, info, scan, work, detector_sha, progress))
     stems = {c: f.result() for c, f in stem_futures.items()}
     clock["analysed"] = time.perf_counter()
 
@@ -269,26 +170,28 @@ def dub_film(job: dict | str) -> dict:
     units = units_from_decisions(decisions)
     _publish_tables(scan, tracks, stems, decisions)
 
-    from models.weights import sha256_file
-
-    from .weights_registry import resolve_weights_file
-
-    weights_sha = sha256_file(resolve_weights_file(spec.checkpoints.generator))
-    _ensure_gpu_limit()
+    weights_sha = generator_sha(spec)
     by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
-    futures = {lipsync_task.submit(spec, info, scan, u, by_track[(u.shot, u.track_id)],
-                                   stems[u.character], film_id, weights_sha, work): i
-               for i, u in enumerate(units)}
     to_sync = sum(u.end - u.start for u in units)
-    synced, finished = 0, {}
     progress.update("lip sync", 0, to_sync, f"0 of {to_sync} frames")
-    for future in as_completed(list(futures)):
-        unit = units[futures[future]]
-        finished[futures[future]] = future.result()
-        synced += unit.end - unit.start
-        rate = synced / max(time.perf_counter() - clock["analysed"], 1e-6)
-        progress.update("lip sync", synced, to_sync,
-                        f"{synced} of {to_sync} frames, {rate:.1f} frames/s")
+    synced = {"frames": 0}
+
+    def unit_done(frames: int) -> None:
+        synced["frames"] += frames
+        rate = synced["frames"] / max(time.perf_counter() - clock["analysed"], 1e-6)
+        progress.update("lip sync", synced["frames"], to_sync,
+                        f"{synced['frames']} of {to_sync} frames, {rate:.1f} frames/s")
+
+    if fan:
+        finished = fan.units(units, tracks, stems, detector_sha, weights_sha, unit_done)
+    else:
+        futures = {lipsync_task.submit(spec, info, scan, u, by_track[(u.shot, u.track_id)],
+                                       stems[u.character], film_id, weights_sha, work): i
+                   for i, u in enumerate(units)}
+        finished = {}
+        for future in as_completed(list(futures)):
+            finished[futures[future]] = future.result()
+            unit_done(units[futures[future]].end - units[futures[future]].start)
     results = [(u, finished[i]) for i, u in enumerate(units)]  # in film order
     clock["synced"] = time.perf_counter()
     progress.update("assembly", 0, 1, "writing the output")
@@ -320,6 +223,7 @@ def dub_film(job: dict | str) -> dict:
     summary = _summary(spec, scan, tracks, stems, decisions, results, changed,
                        done["audio"] or {}, clock)
     summary["stem_mix"] = mix
+    summary["chunks"] = fan.records if fan else []
     summary.update({"profile": done["profile"], "pix_fmt": done["pix_fmt"],
                     "packets_copied": done["packets_copied"],
                     "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
@@ -330,7 +234,8 @@ def dub_film(job: dict | str) -> dict:
     summary["flow_run"] = {"id": str(flow_run.id), "name": flow_run.name,
                            "tags": sorted(flow_run.tags or [])}
     summary_path = spec.output.path.with_name(spec.output.path.name + ".json")
-    summary_path.write_text(json.dumps(summary, indent=2))
+    with writing(summary_path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     progress.finish()
     create_markdown_artifact(
         f"**{spec.output.path.name}**: {changed} of {len(scan.times)} frames changed, "
@@ -338,6 +243,106 @@ def dub_film(job: dict | str) -> dict:
         + (f" QC: {qc['shots_flagged']} shot(s) flagged ({qc['html']})." if qc else ""),
         key="lipdub-result", description="dubbed film")
     return summary
+
+
+def _deployment_name() -> str | None:
+    """This run's deployment name (its chunks run under the same name), None when ad hoc."""
+    from prefect.runtime import deployment
+
+    return deployment.name
+
+
+def _tracks_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, detector_sha: str,
+                 progress: RunProgress) -> dict[int, list[TrackInfo]]:
+    """Every shot's tracks, in this process's task threads."""
+    futures = {track_task.submit(spec, info, scan, s.index, work, detector_sha): s.index
+               for s in scan.shots}
+    tracks, done, total = {}, 0, len(scan.times)
+    for future in as_completed(list(futures)):
+        tracks[futures[future]] = future.result()
+        done += scan.shots[futures[future]].frames
+        progress.update("tracks", done, total, f"{done} of {total} frames tracked")
+    return dict(sorted(tracks.items()))
+
+
+class _FanOut:
+    """Tracking and lip sync as chunk runs on the farm's workers (pipeline.fan_out); what is
+    in the work folder already is never chunked."""
+
+    def __init__(self, spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, film_id: str,
+                 farm: Farm, log):
+        from prefect.runtime import flow_run
+
+        self.spec, self.info, self.scan, self.work = spec, info, scan, work
+        self.film_id, self.farm, self.log = film_id, farm, log
+        self.parent = str(flow_run.id)
+        self.job = spec.model_dump(mode="json")
+        self.records: list[dict] = []
+        fps = 1.0 / scan.frame_duration
+        self.count = lambda frames: chunk_count(frames, fps, spec.distribute.chunk_seconds,
+                                                len(farm.workers))
+
+    def _run(self, chunks: list[Chunk], parameters, on_done) -> list[dict]:
+        records = run_chunks(self.farm, chunks, parameters, self.work / "chunks", self.parent,
+                             on_done=on_done, log=self.log)
+        self.records += [{"stage": c.stage, **r} for c, r in zip(chunks, records)]
+        return records
+
+    def tracks(self, detector_sha: str, progress: RunProgress) -> dict[int, list[TrackInfo]]:
+        spec, scan, work = self.spec, self.scan, self.work
+        paths = {s.index: tracks_path(spec, scan, s.index, work, detector_sha)
+                 for s in scan.shots}
+        missing = [i for i, p in paths.items() if not p.exists()]
+        frames = [scan.shots[i].frames for i in missing]
+        total = sum(s.frames for s in scan.shots)
+        done = {"frames": total - sum(frames)}
+
+        def on_done(chunk: Chunk, record: dict) -> None:
+            done["frames"] += chunk.frames
+            progress.update("tracks", done["frames"], total,
+                            f"{done['frames']} of {total} frames tracked")
+
+        expect = {"code": code_version(), "film": self.film_id, "detector": detector_sha,
+                  "work": str(work)}
+        chunks = make_chunks("tracks", missing, frames, self.count(sum(frames)), "shots")
+        self._run(chunks, lambda c, record: {"job": self.job, "shots": list(c.items),
+                                             "expect": expect, "record": str(record)}, on_done)
+        return {i: load_tracks(p) for i, p in sorted(paths.items())}
+
+    def units(self, units: list[SyncUnit], tracks: dict, stems: dict, detector_sha: str,
+              weights_sha: str, unit_done) -> dict[int, dict]:
+        spec, scan, work = self.spec, self.scan, self.work
+        device_type, precision = farm_precision(spec.settings, self.farm)
+        by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
+        finished, missing = {}, []
+        for i, u in enumerate(units):
+            path, _ = unit_path(spec, self.info, scan, u, by_track[(u.shot, u.track_id)],
+                                stems[u.character], self.film_id, weights_sha, work,
+                                device_type=device_type, precision=precision)
+            if path.exists():
+                finished[i] = {"unit": u.name, "path": str(path), "cached": True}
+                unit_done(u.end - u.start)
+            else:
+                missing.append(i)
+        frames = [units[i].end - units[i].start for i in missing]
+        expect = {"code": code_version(), "film": self.film_id, "weights": weights_sha,
+                  "work": str(work)}
+
+        def entry(i: int) -> dict:
+            u = units[i]
+            return {"unit": asdict(u), "tracks": str(tracks_path(spec, scan, u.shot, work,
+                                                                 detector_sha))}
+
+        def on_done(chunk: Chunk, record: dict) -> None:
+            for i, item in zip(chunk.items, record["items"]):
+                finished[i] = {"unit": item["unit"], "path": item["path"],
+                               "cached": not item["computed"]}
+            unit_done(chunk.frames)
+
+        chunks = make_chunks("lipsync", missing, frames, self.count(sum(frames)), "units")
+        self._run(chunks, lambda c, record: {"job": self.job, "units": [entry(i) for i in c.items],
+                                             "expect": expect, "record": str(record)}, on_done)
+        return finished
 
 
 def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> tuple[Path, dict]:

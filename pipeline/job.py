@@ -124,6 +124,17 @@ class Settings(_Strict):
     match_colour: bool = True
 
 
+class Distribute(_Strict):
+    """Fan-out of tracking and lip sync over the render farm's chunk workers (lipdub serve)."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: fan out when chunk workers are online; on: must; "
+        "off: this machine does all (the work_dir must be shared by every machine otherwise)")
+    chunk_seconds: float = Field(
+        default=60.0, gt=0, description="picture per chunk, s: small chunks spread better and "
+        "cost less to redo; each also loads the models once")
+
+
 class JobSpec(_Strict):
     film: Path
     stems: dict[str, Path] = Field(min_length=1)
@@ -136,6 +147,7 @@ class JobSpec(_Strict):
     overrides: list[Override] = Field(default_factory=list)
     settings: Settings = Field(default_factory=Settings)
     work_dir: Path | None = Field(default=None, description="cache (default beside the output)")
+    distribute: Distribute = Field(default_factory=Distribute)
     consent: str | None = Field(default=None, description="rights/consent note, carried along")
 
     @field_validator("stems")

@@ -146,7 +146,7 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
         unit: what to sync; ``boxes`` its per-frame integer crop boxes (None: skip that frame).
         samples: the character's 16 kHz stem samples (film-aligned).
         model: the generator.
-        model_slot: a context manager held around each model call (the flow's ``gpu`` slot).
+        model_slot: gives a context manager held around each model call (the card's lock).
     """
     batch_size = batch_size or model.batch_size
     starts = unit_mel_starts(scan, unit, len(samples), info.average_rate)

@@ -4,7 +4,7 @@ The Blender run (tests/blender_driver.py) installs dist/lipdub_blender.zip into 
 folder, dubs a trimmed strip of the tiny film through the lipdub deployment, follows it with
 the add-on's timer and checks the new strip, that the API key is saved nowhere, and that
 unregistering removes everything. Skipped where ``blender`` is not on PATH
-(.ci/install_blender.sh installs Debian's).
+(.ci/install_packages.sh installs Debian's).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_the_zip_is_a_self_contained_addon(tmp_path):
     assert build(tmp_path / "again.zip").read_bytes() == path.read_bytes()  # reproducible
 
 
-@pytest.mark.skipif(BLENDER is None, reason="blender is not on PATH (.ci/install_blender.sh)")
+@pytest.mark.skipif(BLENDER is None, reason="blender is not on PATH (.ci/install_packages.sh)")
 def test_addon_in_headless_blender(film, synthetic_generator, detector_weights, lipdub,
                                    tmp_path):
     zip_path = build(tmp_path / "lipdub_blender.zip")

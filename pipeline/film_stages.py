@@ -1,0 +1,165 @@
+"""The film flow's stages as plain functions, shared by the in-process tasks (pipeline.flows)
+and the fan-out chunk flows that run them on other machines (pipeline.chunk_flows).
+
+Each stage reads and writes the film's work folder under names that hold everything the result
+depends on (pipeline.work_cache), so whichever process computes a piece, every other one finds
+it there and nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LipdubError
+from .film_scan import TRACKS_VERSION, FilmScan, TrackInfo, load_tracks, save_tracks, scan_film
+from .job import JobSpec
+from .media import VideoInfo
+from .segment_sync import SyncUnit, lipsync_unit, unit_boxes, unit_key
+from .shots import shots_from_cuts
+from .stems import StemAnalysis
+from .work_cache import cache_key, file_sha256, writing
+
+SCAN_VERSION = 1  # of what a cached scan holds
+
+_models: dict[tuple, object] = {}
+_models_lock = threading.RLock()  # re-entrant: the detector asks for the generator's device
+_device_locks: dict[str, threading.Lock] = {}
+
+
+def _cached_model(kind: str, key: tuple, build):
+    """One model per process and settings: tasks in threads share it."""
+    with _models_lock:
+        if (kind, key) not in _models:
+            _models[(kind, key)] = build()
+        return _models[(kind, key)]
+
+
+def detector(job: JobSpec):
+    from .detector import load_face_detector
+
+    return _cached_model("detector", (job.checkpoints.detector, job.settings.device),
+                         lambda: load_face_detector(job.checkpoints.detector,
+                                                    device=generator(job).device))
+
+
+def generator(job: JobSpec):
+    from .lipsync import LipSyncModel
+
+    s = job.settings
+    return _cached_model("generator", (job.checkpoints.generator, s.device, s.precision),
+                         lambda: LipSyncModel(job.checkpoints.generator, device=s.device,
+                                              precision=s.precision))
+
+
+def model_call_lock(device: str) -> threading.Lock:
+    """One model call at a time per card in this process: units in threads take turns on the
+    card instead of interleaving their batches (a whole worker owns its card, see serve)."""
+    with _models_lock:
+        return _device_locks.setdefault(device, threading.Lock())
+
+
+def scan_path(job: JobSpec, work: Path) -> Path:
+    """Where the film's shots are kept (the folder is the film's; the name holds what else
+    decides the cuts: the cut list, or the detection threshold)."""
+    key = cache_key("scan", SCAN_VERSION, job.shots,
+                    None if job.shots is not None else job.settings.shot_threshold)
+    return work / f"scan_{key}.npz"
+
+
+def load_scan(path: Path) -> FilmScan:
+    with np.load(path) as d:
+        times = d["times"]
+        return FilmScan(times, shots_from_cuts(times, list(d["cuts"])))
+
+
+def film_shots(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
+    """The film's frame times and shots: from the work folder, or scanned once and kept."""
+    cached = scan_path(job, work)
+    if cached.exists():
+        return load_scan(cached)
+    scan = scan_film(info, cut_times=job.shots, threshold=job.settings.shot_threshold)
+    with writing(cached) as tmp:
+        np.savez(tmp, times=scan.times, cuts=np.array([s.start_time for s in scan.shots[1:]]))
+    return scan
+
+
+def shared_scan(job: JobSpec, work: Path) -> FilmScan:
+    """The scan a coordinator left in the work folder (a chunk never re-decodes the film)."""
+    cached = scan_path(job, work)
+    if not cached.exists():
+        raise LipdubError(
+            f"{cached} is missing on this machine: the film's work folder ({work}) is not "
+            "shared with the machine that scanned it. Set the job's work_dir to a folder every "
+            "render machine sees at the same path")
+    return load_scan(cached)
+
+
+def detector_identity(job: JobSpec) -> str:
+    """The sha256 of the job's face detector (what names its tracks)."""
+    from .detector import resolve_detector
+
+    return file_sha256(resolve_detector(job.checkpoints.detector)[0])
+
+
+def tracks_path(job: JobSpec, scan: FilmScan, shot_index: int, work: Path,
+                detector_sha: str | None = None) -> Path:
+    """Where a shot's tracks are kept: named by its frames, the detector and every setting.
+
+    ``detector_sha``: :func:`detector_identity`, when the caller has it (once per run).
+    """
+    s, shot = job.settings, scan.shots[shot_index]
+    key = cache_key("tracks", TRACKS_VERSION, shot.start, shot.end,
+                    float(scan.times[shot.start]), detector_sha or detector_identity(job),
+                    s.detect_every, s.detect_size, s.smooth_window)
+    return work / "tracks" / f"shot{shot_index:04d}_{key}.npz"
+
+
+def shot_tracks(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int, work: Path,
+                detector_sha: str) -> tuple[list[TrackInfo], bool]:
+    """A shot's face tracks, and whether they were computed now (False: found in the folder)."""
+    from .film_scan import track_shot
+
+    s = job.settings
+    cached = tracks_path(job, scan, shot_index, work, detector_sha)
+    if cached.exists():
+        return load_tracks(cached), False
+    tracks = track_shot(info, scan, scan.shots[shot_index], detector(job).detect,
+                        every=s.detect_every, max_side=s.detect_size,
+                        smooth_window=s.smooth_window)
+    save_tracks(tracks, cached)
+    return tracks, True
+
+
+def unit_path(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit, track: TrackInfo,
+              stem: StemAnalysis, film_id: str, weights_sha: str, work: Path, *,
+              device_type: str, precision: str) -> tuple[Path, list]:
+    """Where a unit's pictures are kept (named by all they depend on, the kind of device and
+    the precision included: a GPU's pictures differ from a CPU's), and its crop boxes."""
+    boxes = unit_boxes(unit, track, info, job.settings.pads)
+    key = unit_key(unit, boxes, scan, stem.samples(), film_id, weights_sha, precision,
+                   device_type)
+    return work / "units" / f"{unit.name}_{key}.npz", boxes
+
+
+def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
+                track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
+                work: Path) -> dict:
+    """Lip-sync one unit, or find it done: ``{"unit", "path", "cached"}``."""
+    model = generator(job)
+    path, boxes = unit_path(job, info, scan, unit, track, stem, film_id, weights_sha, work,
+                            device_type=model.device.type, precision=model.precision)
+    if path.exists():
+        return {"unit": unit.name, "path": str(path), "cached": True}
+    lock = model_call_lock(str(model.device))
+    lipsync_unit(info, scan, unit, boxes, stem.samples(), model, path,
+                 batch_size=job.settings.batch_size, model_slot=lambda: lock)
+    return {"unit": unit.name, "path": str(path), "cached": False}
+
+
+def generator_sha(job: JobSpec) -> str:
+    from .weights_registry import resolve_weights_file
+
+    return file_sha256(resolve_weights_file(job.checkpoints.generator))
