@@ -70,9 +70,11 @@ def _use_threads() -> None:
     """`lipdub serve --threads N` gives each CPU chunk worker its share of the cores."""
     threads = os.environ.get("LIPDUB_TORCH_THREADS")
     if threads:
+        import cv2
         import torch
 
         torch.set_num_threads(int(threads))
+        cv2.setNumThreads(int(threads))  # OpenCV's pool would take every core of the machine
 
 
 def _leave_record(record: str, items: list[dict], started: float) -> dict:

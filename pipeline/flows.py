@@ -151,6 +151,7 @@ def dub_film(job: dict | str) -> dict:
         artifact, percent, description=text))
     progress.update("scan", 0, 1, "finding the shots")
     scan = scan_task(spec, info, work)
+    clock["scanned"] = time.perf_counter()
     log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
     detector_sha = detector_identity(spec)
     stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
@@ -161,6 +162,7 @@ def dub_film(job: dict | str) -> dict:
                  farm.pool, ", ".join(farm.workers))
     tracks = (fan.tracks(detector_sha, progress) if fan
               else _tracks_here(spec, info, scan, work, detector_sha, progress))
+    clock["tracked"] = time.perf_counter()
     stems = {c: f.result() for c, f in stem_futures.items()}
     clock["analysed"] = time.perf_counter()
 
@@ -169,6 +171,7 @@ def dub_film(job: dict | str) -> dict:
     decisions = routing.decisions
     units = units_from_decisions(decisions)
     _publish_tables(scan, tracks, stems, decisions)
+    clock["routed"] = time.perf_counter()
 
     weights_sha = generator_sha(spec)
     by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
@@ -416,7 +419,9 @@ def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_repor
         "consent": spec.consent,
         "timings": {
             "analysis_s": round(clock["analysed"] - clock["start"], 2),
-            "lipsync_s": round(clock["synced"] - clock["analysed"], 2),
+            "tracking_s": round(clock["tracked"] - clock["scanned"], 2),
+            "routing_s": round(clock["routed"] - clock["analysed"], 2),
+            "lipsync_s": round(clock["synced"] - clock["routed"], 2),
             "assembly_s": round(clock["assembled"] - clock["synced"], 2),
             "qc_s": round(clock["checked"] - clock["assembled"], 2),
         },

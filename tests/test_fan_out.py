@@ -183,6 +183,18 @@ def children_of(api_url: str, parent_id: str) -> list:
             parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
 
 
+def zombie_automation(api_url: str):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.cli_serve import ZOMBIE_AUTOMATION
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), \
+            get_client(sync_client=True) as client:
+        (automation,) = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        return automation
+
+
 def read_run(api_url: str, run_id: str):
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -239,6 +251,7 @@ def test_a_film_from_the_plugin_fans_out_over_both_workers(
     children = children_of(farm.api_url, summary["flow_run"]["id"])
     assert sorted(str(r.id) for r in children) == sorted(c["flow_run_id"] for c in chunks)
     assert decoded(out) == decoded(reference)
+    assert zombie_automation(farm.api_url).enabled  # a dead machine's chunk gets Crashed
 
     # Again, from a shell: everything is in the work folder, so no child is started at all.
     again = submit(farm, {**job_for(two_shots, synthetic_generator, detector_weights, out,
@@ -323,3 +336,30 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def test_a_chunk_refuses_other_code_weights_or_film_and_an_unshared_folder(
+        two_shots, synthetic_generator, detector_weights, tmp_path):
+    from pipeline.chunk_flows import _same_as_coordinator, code_version
+    from pipeline.film_stages import generator_sha, shared_scan
+    from pipeline.job import parse_job
+    from pipeline.segment_sync import film_fingerprint
+
+    job = parse_job(job_for(two_shots, synthetic_generator, detector_weights,
+                            tmp_path / "dub.mkv", tmp_path / "work"))
+    same = {"code": code_version(), "film": film_fingerprint(job.film),
+            "weights": generator_sha(job)}
+    _same_as_coordinator(job, same, weights=True)  # the same: no complaint
+    with pytest.raises(LipdubError, match="another lipdub code .* another generator weights"):
+        _same_as_coordinator(job, {**same, "code": "0" * 16, "weights": "f" * 64},
+                             weights=True)
+    with pytest.raises(LipdubError, match="work folder .* is not shared"):
+        shared_scan(job, tmp_path / "work" / "elsewhere")
+
+
+def test_serve_refuses_the_old_gpu_slots_with_what_replaces_them(capsys, monkeypatch):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert main(["serve", "--gpu-slots", "2"]) == 2
+    assert "--gpus 0,1" in capsys.readouterr().err
