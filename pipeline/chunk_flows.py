@@ -29,6 +29,7 @@ from .film_stages import (
 )
 from .job import JobSpec, parse_job
 from .media import probe_video
+from .roots import require_within_roots, roots_from_env
 from .segment_sync import SyncUnit, film_fingerprint
 from .stems import stem_analysis
 from .work_cache import writing
@@ -91,6 +92,7 @@ def track_chunk(job: dict, shots: list[int], expect: dict, record: str) -> dict:
     """Track the faces of some shots of a film (a chunk of ``dub_film``)."""
     started = time.perf_counter()
     spec = parse_job(job)
+    require_within_roots(spec, roots_from_env())
     _same_as_coordinator(spec, expect, weights=False)
     _use_threads()
     work = Path(expect["work"])
@@ -111,6 +113,7 @@ def sync_chunk(job: dict, units: list[dict], expect: dict, record: str) -> dict:
     """
     started = time.perf_counter()
     spec = parse_job(job)
+    require_within_roots(spec, roots_from_env())
     _same_as_coordinator(spec, expect, weights=True)
     _use_threads()
     work = Path(expect["work"])

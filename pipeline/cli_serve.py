@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="torch threads per CPU chunk worker (default: the cores shared out)")
     p.add_argument("--limit", type=int, default=1,
                    help="films the control worker runs at once (default 1)")
+    p.add_argument("--roots", default=os.environ.get("LIPDUB_ROOTS"),
+                   help="folders (separated by ':') this machine's runs may read and write; a "
+                   "job naming a path outside is refused (default: $LIPDUB_ROOTS; none: any)")
     p.add_argument("--worker-only", action="store_true",
                    help="only start workers (the deployments exist already)")
     p.add_argument("--no-worker", action="store_true", help="only register the deployments")
@@ -179,6 +182,12 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise LipdubError("lipdub serve needs a Prefect server: run `prefect server start` and "
                           "set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+    roots = [str(Path(r).resolve()) for r in (args.roots or "").split(os.pathsep) if r.strip()]
+    missing = [r for r in roots if not Path(r).is_dir()]
+    if missing:
+        raise LipdubError(f"--roots: no such folder: {', '.join(missing)}")
+    if roots:
+        print(f"runs here may only use {os.pathsep.join(roots)}", flush=True)
     if args.role in ("control", "all") and not args.worker_only:
         ids = deploy(args.pool, args.name)
         for flow, deployment_id in ids.items():
@@ -189,23 +198,23 @@ def run(args: argparse.Namespace) -> int:
     cards = _cuda_cards() if args.role != "control" and args.gpus == "auto" else 0
     plans = plan_workers(args.role, args.gpus, args.workers, args.threads, args.limit,
                          socket.gethostname(), cards, os.cpu_count() or 1)
-    return supervise(args.pool, plans)
+    return supervise(args.pool, plans, {"LIPDUB_ROOTS": os.pathsep.join(roots)} if roots else {})
 
 
-def supervise(pool: str, plans: list[WorkerPlan]) -> int:
+def supervise(pool: str, plans: list[WorkerPlan], env: dict[str, str] | None = None) -> int:
     """Run the workers until one ends or ``serve`` is stopped; then stop them all."""
     procs = []
     for plan in plans:
         print(f"worker {plan.name}: queue {plan.queue}, {plan.limit} run(s) at a time"
               + (f", {plan.env}" if plan.env else ""), flush=True)
-        env = dict(os.environ, LIPDUB_WORKER_NAME=plan.name, **plan.env)
+        worker_env = dict(os.environ, LIPDUB_WORKER_NAME=plan.name, **(env or {}), **plan.env)
         # Prefect's default is to look for work every 10 s: a chunk would wait that long for
         # a free worker. Every 2 s costs the server nothing at a farm's scale.
-        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
+        worker_env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
              "process", "--work-queue", plan.queue, "--limit", str(plan.limit), "--name",
-             plan.name], env=env))
+             plan.name], env=worker_env))
     # A service manager (or a test) stops `lipdub serve` with SIGTERM: the workers go too,
     # instead of polling on as orphans.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

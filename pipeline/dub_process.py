@@ -9,12 +9,16 @@ then never imports them. This module imports neither torch nor librosa itself.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
 from .errors import LipdubError
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class DubInChildProcess:
@@ -33,7 +37,8 @@ class DubInChildProcess:
         self.future: Future = Future()
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_send_dub_mel, args=(self.audio, send),
+        self._process = context.Process(target=_send_dub_mel,
+                                        args=(self.audio, send, receive, os.getpid()),
                                         name="lipdub-dub", daemon=True)
         self._process.start()
         send.close()  # the child holds the only writer: its death reads as end of file
@@ -60,6 +65,7 @@ class DubInChildProcess:
                 "memory?); run again with more memory free")
         finally:
             receive.close()
+            self._process.join(timeout=10)  # reaped now, not left a zombie for the whole run
         if ok:
             self.future.set_result(value)
         else:
@@ -74,8 +80,25 @@ class DubInChildProcess:
         self._process.join()
 
 
-def _send_dub_mel(audio: Path, send) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # not glibc: the closed pipe still ends us
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _send_dub_mel(audio: Path, send, receive, parent: int) -> None:
     """The child's work: the mel, or the error, back through the pipe."""
+    # The fork gave us the reading end too: holding it, a send bigger than the pipe's buffer
+    # would wait forever for a parent that is gone. Closed, the send fails and we end.
+    receive.close()
+    _die_with_parent(parent)
     try:
         from .audio import dub_mel
 

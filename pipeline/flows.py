@@ -51,6 +51,7 @@ from .film_stages import (
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
+from .roots import require_within_roots, roots_from_env
 from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
 from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
@@ -138,6 +139,7 @@ def dub_film(job: dict | str) -> dict:
     log = get_run_logger()
     clock = {"start": time.perf_counter()}
     spec = parse_job(Path(job) if isinstance(job, str) and "\n" not in job else job)
+    require_within_roots(spec, roots_from_env())  # before any file is opened
     check_job_inputs(spec)
     log.info("dubbing %s into %s; characters: %s", spec.film, spec.output.path,
              ", ".join(spec.stems))

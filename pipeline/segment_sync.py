@@ -25,6 +25,7 @@ from .audio import (
     melspectrogram,
     with_silence,
 )
+from .background import in_background
 from .film_scan import FilmScan, TrackInfo
 from .frames import to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box
@@ -167,18 +168,23 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
         batch_mels.clear()
         batch_meta.clear()
 
-    frames = iter_video_frames(info.path, start_time=float(scan.times[unit.start]),
-                               end_time=end_time)
-    for offset, frame in enumerate(frames):
-        index = unit.start + offset
-        if index >= unit.end:
-            break
-        box = boxes[offset]
-        if box is None:
-            continue
-        col = int(starts[offset]) - first_col
-        batch_crops.append(crop_face(to_bgr(frame), box))
-        batch_mels.append(mel[:, col : col + MEL_STEP_SIZE])
+    def crops():
+        """(frame, box, face crop, mel window) of each frame with a face, made in a thread."""
+        frames = iter_video_frames(info.path, start_time=float(scan.times[unit.start]),
+                                   end_time=end_time)
+        for offset, frame in enumerate(frames):
+            index = unit.start + offset
+            if index >= unit.end:
+                break
+            box = boxes[offset]
+            if box is None:
+                continue
+            col = int(starts[offset]) - first_col
+            yield index, box, crop_face(to_bgr(frame), box), mel[:, col : col + MEL_STEP_SIZE]
+
+    for index, box, crop, window in in_background(crops(), maxsize=2 * batch_size):
+        batch_crops.append(crop)
+        batch_mels.append(window)
         batch_meta.append((index, box))
         if len(batch_crops) == batch_size:
             run_batch()

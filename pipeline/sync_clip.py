@@ -31,6 +31,7 @@ from .audio import (
     dub_mel,
     frame_mel_starts,
 )
+from .background import in_background
 from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError
@@ -211,40 +212,6 @@ def plan_boxes(n_frames: int, detections, options: SyncOptions, info: VideoInfo)
     plan = [None if np.isnan(b[0]) else padded_box(b, options.pads, info.width, info.height)
             for b in raw]
     return plan, [t.track_id for t in pieces], len(tracks)
-
-
-def _threaded(items: Iterator, maxsize: int) -> Iterator:
-    """Run an iterator in a thread behind a bounded queue (decode overlaps inference)."""
-    q: queue.Queue = queue.Queue(maxsize=maxsize)
-    done = object()
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def worker():
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            failure.append(exc)
-        finally:
-            q.put(done)
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            yield item
-        if failure:
-            raise failure[0]
-    finally:
-        stop.set()
 
 
 def _passed_ranges(plan) -> list[list[int]]:
@@ -470,7 +437,7 @@ def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipS
     try:
         with bar:
             n_faces = 0
-            for index, (packet, frame) in enumerate(_threaded(pictures, maxsize=8)):
+            for index, (packet, frame) in enumerate(in_background(pictures, maxsize=8)):
                 if index >= n_frames:
                     break
                 box = plan[index]

@@ -103,7 +103,7 @@ class Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+def prefect_env(home: Path, api_url: str | None = None, auth: str | None = None) -> dict[str, str]:
     env = dict(os.environ, PREFECT_HOME=str(home), DO_NOT_TRACK="1",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
                PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="1",
@@ -111,14 +111,20 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    if auth:
+        env["PREFECT_API_AUTH_STRING"] = auth
     return env
 
 
 @dataclass
 class Farm:
-    """A Prefect server (on PostgreSQL when ``database`` is given) and ``lipdub serve``s."""
+    """A Prefect server (on PostgreSQL when ``database`` is given) and ``lipdub serve``s.
+
+    ``auth``: the server's ``PREFECT_SERVER_API_AUTH_STRING`` ("user:password"), given to every
+    ``lipdub serve`` as ``PREFECT_API_AUTH_STRING``."""
 
     folder: Path
+    auth: str | None = None
     api_url: str = ""
     pool: str = "lipdub-farm"
     database: Postgres | None = None
@@ -138,6 +144,8 @@ class Farm:
     def start_server(self, postgres: bool = True, timeout: float = 120.0) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         env = prefect_env(self.folder / "server_home")
+        if self.auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth
         if postgres:
             self.database = Postgres.start()
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database.url
@@ -151,7 +159,7 @@ class Farm:
               timeout: float = 180.0) -> subprocess.Popen:
         """``lipdub serve --pool <pool> ARGS`` as ``name``; waits until its log shows
         ``ready`` (e.g. a worker's name) when given."""
-        env = prefect_env(self.folder / f"{name}_home", self.api_url)
+        env = prefect_env(self.folder / f"{name}_home", self.api_url, self.auth)
         proc = self._spawn(name, [sys.executable, "-m", "pipeline.cli", "serve", "--pool",
                                   self.pool, *args], env)
         if ready:
@@ -162,7 +170,7 @@ class Farm:
         """Until every named worker is ONLINE on the pool."""
         from plugin.core import PrefectClient
 
-        client = PrefectClient(self.api_url, timeout=5)
+        client = PrefectClient(self.api_url, api_key=self.auth, timeout=5)
 
         def online() -> bool:
             try:
@@ -183,6 +191,15 @@ class Farm:
                 why = "exited: " + ", ".join(dead) if dead else "timed out"
                 raise RuntimeError(f"{what} not ready ({why})\n{logs}")
             time.sleep(0.5)
+
+    def settings(self):
+        """Prefect settings for this process to talk to the farm's server."""
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        updates = {PREFECT_API_URL: self.api_url}
+        if self.auth:
+            updates[PREFECT_API_AUTH_STRING] = self.auth
+        return temporary_settings(updates=updates)
 
     def stop_one(self, name: str) -> None:
         _stop_group(self.procs.pop(name))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,16 +93,23 @@ def test_a_farm_of_gpus_and_cpus_needs_a_device_named():
 
 
 # -------------------------------------------------------------------------- the farm
+AUTH = "lipdub:farm-secret"
+
+
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory):
+def farm(tmp_path_factory, weights_dir):
+    """The server wants credentials (PREFECT_SERVER_API_AUTH_STRING); runs may only use the
+    test session's folders and the shared weights (lipdub serve --roots)."""
     why = can_run_postgres()
     if why:
         pytest.skip(why)
-    farm = Farm(tmp_path_factory.mktemp("farm"))
+    farm = Farm(tmp_path_factory.mktemp("farm"), auth=AUTH)
     farm.start_server(postgres=True)
+    roots = f"{tmp_path_factory.getbasetemp()}:{weights_dir}"
     try:
-        farm.serve("control", "--role", "control")
-        farm.serve("gpu", "--role", "gpu", "--gpus", "none", "--workers", "2", "--threads", "1")
+        farm.serve("control", "--role", "control", "--roots", roots)
+        farm.serve("gpu", "--role", "gpu", "--gpus", "none", "--workers", "2", "--threads", "1",
+                   "--roots", roots)
         farm.wait_for_workers([f"{HOST}-films", f"{HOST}-cpu0", f"{HOST}-cpu1"])
         yield farm
     finally:
@@ -137,7 +146,6 @@ def reference(farm, two_shots, synthetic_generator, detector_weights, tmp_path_f
     With one torch thread, as the chunk workers have: a convolution's sums are ordered by the
     thread count, so 2 threads give predictions one fp16 step apart here and there."""
     import torch
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from pipeline.flows import dub_film
 
@@ -147,7 +155,7 @@ def reference(farm, two_shots, synthetic_generator, detector_weights, tmp_path_f
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: farm.api_url}):
+        with farm.settings():
             summary = dub_film(job)
     finally:
         torch.set_num_threads(threads)
@@ -172,42 +180,36 @@ def decoded(path: Path) -> tuple[str, str]:
     return pictures.hexdigest(), sound.hexdigest()
 
 
-def children_of(api_url: str, parent_id: str) -> list:
+def children_of(farm: Farm, parent_id: str) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), \
-            get_client(sync_client=True) as client:
+    with farm.settings(), get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(
             parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
 
 
-def zombie_automation(api_url: str):
+def zombie_automation(farm: Farm):
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from pipeline.cli_serve import ZOMBIE_AUTOMATION
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), \
-            get_client(sync_client=True) as client:
+    with farm.settings(), get_client(sync_client=True) as client:
         (automation,) = client.read_automations_by_name(ZOMBIE_AUTOMATION)
         return automation
 
 
-def read_run(api_url: str, run_id: str):
+def read_run(farm: Farm, run_id: str):
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}), \
-            get_client(sync_client=True) as client:
+    with farm.settings(), get_client(sync_client=True) as client:
         return client.read_flow_run(run_id)
 
 
 def submit(farm: Farm, job: dict, folder: Path, *, wait: bool) -> subprocess.CompletedProcess:
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
-    env = dict(os.environ, PREFECT_API_URL=farm.api_url)
+    env = dict(os.environ, PREFECT_API_URL=farm.api_url, PREFECT_API_AUTH_STRING=AUTH)
     return subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(path),
                            "--deployment", "dub_film/lipdub", *(["--wait"] if wait else [])],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
@@ -236,8 +238,8 @@ def test_a_film_from_the_plugin_fans_out_over_both_workers(
                          codec="ffv1", work_dir=str(tmp_path / "work"),
                          overrides=job_for(two_shots, synthetic_generator, detector_weights, out,
                                            tmp_path)["overrides"])
-    task = DubTask(PrefectClient(farm.api_url, timeout=10), "dub_film/lipdub", request,
-                   poll_interval=0.5, origin="test").start()
+    task = DubTask(PrefectClient(farm.api_url, api_key=AUTH, timeout=10), "dub_film/lipdub",
+                   request, poll_interval=0.5, origin="test").start()
     status = task.wait(400)
     assert status.ok, f"{status}\n{farm.log('control')[-3000:]}"
     summary = json.loads(Path(str(out) + ".json").read_text())
@@ -248,10 +250,10 @@ def test_a_film_from_the_plugin_fans_out_over_both_workers(
     assert {c["worker"] for c in chunks} == {f"{HOST}-cpu0", f"{HOST}-cpu1"}
     assert all(c["host"] == HOST and c["attempt"] == 1 and c["wall_s"] > 0 for c in chunks)
     assert sum(i["computed"] for c in chunks for i in c["items"]) == 4
-    children = children_of(farm.api_url, summary["flow_run"]["id"])
+    children = children_of(farm, summary["flow_run"]["id"])
     assert sorted(str(r.id) for r in children) == sorted(c["flow_run_id"] for c in chunks)
     assert decoded(out) == decoded(reference)
-    assert zombie_automation(farm.api_url).enabled  # a dead machine's chunk gets Crashed
+    assert zombie_automation(farm).enabled  # a dead machine's chunk gets Crashed
 
     # Again, from a shell: everything is in the work folder, so no child is started at all.
     again = submit(farm, {**job_for(two_shots, synthetic_generator, detector_weights, out,
@@ -263,7 +265,7 @@ def test_a_film_from_the_plugin_fans_out_over_both_workers(
     rerun = json.loads(Path(str(out) + ".json").read_text())
     assert rerun["chunks"] == [] and rerun["units_computed"] == 0
     assert rerun["flow_run"]["id"] != summary["flow_run"]["id"]
-    assert children_of(farm.api_url, rerun["flow_run"]["id"]) == []
+    assert children_of(farm, rerun["flow_run"]["id"]) == []
     assert decoded(out) == decoded(reference)
 
 
@@ -279,16 +281,16 @@ def test_a_killed_chunk_is_run_again_and_the_film_is_the_same(
     parent = sent.stdout.strip().rsplit("/", 1)[-1]
 
     def running_sync_chunk():
-        return next((r for r in children_of(farm.api_url, parent)
+        return next((r for r in children_of(farm, parent)
                      if r.name.startswith("lipsync units 0") and r.state.is_running()
                      and r.infrastructure_pid), None)
 
     victim = wait_until(running_sync_chunk, "a running lip-sync chunk", farm)
     os.kill(int(str(victim.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
-    final = wait_until(lambda: (r := read_run(farm.api_url, parent)).state.is_final() and r,
+    final = wait_until(lambda: (r := read_run(farm, parent)).state.is_final() and r,
                        "the film's end", farm)
     assert final.state.is_completed(), f"{final.state}\n{farm.log('control')[-3000:]}"
-    assert read_run(farm.api_url, str(victim.id)).state.name == "Crashed"
+    assert read_run(farm, str(victim.id)).state.name == "Crashed"
     summary = json.loads(Path(str(out) + ".json").read_text())
     attempts = {c["label"]: c["attempt"] for c in summary["chunks"] if c["stage"] == "lipsync"}
     assert attempts == {"units 0": 2, "units 1": 1}
@@ -308,16 +310,16 @@ def test_cancel_from_the_plugin_cancels_the_film_and_its_chunks(
     request = DubRequest(film=job["film"], stems=job["stems"], output=str(out),
                          generator=str(synthetic_generator), detector=str(detector_weights),
                          codec="ffv1", work_dir=job["work_dir"], overrides=job["overrides"])
-    task = DubTask(PrefectClient(farm.api_url, timeout=10), "dub_film/lipdub", request,
-                   poll_interval=0.5, origin="test").start()
+    task = DubTask(PrefectClient(farm.api_url, api_key=AUTH, timeout=10), "dub_film/lipdub",
+                   request, poll_interval=0.5, origin="test").start()
     parent = wait_until(lambda: task.snapshot().flow_run_id, "the film's run", farm)
-    wait_until(lambda: any(r.state.is_running() for r in children_of(farm.api_url, parent)),
+    wait_until(lambda: any(r.state.is_running() for r in children_of(farm, parent)),
                "a running chunk", farm)
     task.cancel()
     status = task.wait(300)
     assert status.state_name == "Cancelled", status
     children = wait_until(
-        lambda: (rs := children_of(farm.api_url, parent)) and all(r.state.is_final()
+        lambda: (rs := children_of(farm, parent)) and all(r.state.is_final()
                                                                    for r in rs) and rs,
         "every chunk ended", farm, timeout=180)
     states = {r.name: r.state.name for r in children}
@@ -363,3 +365,52 @@ def test_serve_refuses_the_old_gpu_slots_with_what_replaces_them(capsys, monkeyp
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert main(["serve", "--gpu-slots", "2"]) == 2
     assert "--gpus 0,1" in capsys.readouterr().err
+
+
+def test_the_farm_wants_credentials_and_keeps_runs_inside_their_roots(
+        farm, two_shots, synthetic_generator, detector_weights, tmp_path):
+    from plugin.core import AuthenticationFailed, PrefectClient
+
+    with pytest.raises(AuthenticationFailed):
+        PrefectClient(farm.api_url, timeout=10).read_deployment("dub_film/lipdub")
+    with pytest.raises(AuthenticationFailed):
+        PrefectClient(farm.api_url, api_key="lipdub:wrong", timeout=10).read_deployment(
+            "dub_film/lipdub")
+    # Outside the roots: an output folder elsewhere, and a work folder inside that is a link
+    # to elsewhere.
+    outside = Path(tempfile.mkdtemp(prefix="lipdub-outside-"))
+    try:
+        (tmp_path / "work").symlink_to(outside, target_is_directory=True)
+        job = job_for(two_shots, synthetic_generator, detector_weights, outside / "dub.mkv",
+                      tmp_path / "work")
+        sent = submit(farm, job, tmp_path, wait=True)
+        assert sent.returncode == 1, sent.stdout + sent.stderr
+        assert "Failed" in sent.stdout
+        assert "output.path" in sent.stdout and "work_dir" in sent.stdout
+        assert "--roots" in sent.stdout and "film:" not in sent.stdout
+        assert list(outside.iterdir()) == []  # nothing was written there
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_roots_follow_links_and_dots_and_leave_registry_names_alone(tmp_path):
+    from pipeline.job import JobSpecError, parse_job
+    from pipeline.roots import require_within_roots
+
+    inside, outside = tmp_path / "projects", tmp_path / "elsewhere"
+    (inside / "reel").mkdir(parents=True)
+    outside.mkdir()
+    (inside / "reel" / "cache").symlink_to(outside, target_is_directory=True)
+    job = parse_job({"film": str(inside / "reel" / "film.mov"),
+                     "stems": {"anna": str(inside / "reel" / ".." / ".." / "elsewhere" / "a.wav")},
+                     "output": {"path": str(inside / "reel" / "out.mov")},
+                     "checkpoints": {"generator": "wav2lip_gan",
+                                     "detector": str(outside / "det.pth")},
+                     "work_dir": str(inside / "reel" / "cache")})
+    require_within_roots(job, [])  # no roots: no restriction
+    with pytest.raises(JobSpecError) as refused:
+        require_within_roots(job, [inside.resolve()])
+    keys = [p.split(":")[0] for p in refused.value.problems]
+    assert keys == ["work_dir", "stems.anna", "checkpoints.detector"]
+    assert str(outside.resolve()) in refused.value.problems[0]  # where the link really goes
+    require_within_roots(job, [inside.resolve(), outside.resolve()])

@@ -253,3 +253,53 @@ def test_a_dub_child_that_dies_is_a_clear_error(media_dir):
     )
     said = in_fresh_python(probe)
     assert said.startswith("LipdubError") and "stopped unexpectedly" in said and str(dub) in said
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (gone, or a zombie waiting to be reaped, is not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_dub_child_is_reaped_when_its_mel_arrives(media_dir):
+    dub = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
+    probe = (
+        "import os, time\n"
+        "from pipeline.dub_process import DubInChildProcess\n"
+        f"with DubInChildProcess({str(dub)!r}) as child:\n"
+        "    child.future.result()\n"
+        "    deadline = time.time() + 5\n"
+        "    while os.path.exists(f'/proc/{child.pid}') and time.time() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    print(os.path.exists(f'/proc/{child.pid}'))\n"
+    )
+    assert in_fresh_python(probe).strip() == "False"  # not a zombie until the run ends
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_dub_child_dies_with_its_parent_even_on_sigkill(media_dir):
+    import time
+
+    # A minute of speech: the child is still at work, or sending a mel far bigger than a pipe
+    # holds, when its parent is killed.
+    dub = media_dir / "audio" / "speech_44k_stereo__vretalk_audio1.wav"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from pipeline.dub_process import DubInChildProcess\n"
+        f"child = DubInChildProcess({str(dub)!r})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.time() + 10
+        while _alive(child) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the dub child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

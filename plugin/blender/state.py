@@ -3,12 +3,12 @@
 Neither is ever written to a .blend file or to the user preferences: jobs are Python objects,
 and the API key preference reads and writes :data:`_secrets` through get/set callbacks, so
 Blender has no stored value to save. The key comes from ``LIPDUB_API_KEY`` (or
-``PREFECT_API_KEY``) at start-up, or is typed into the preferences once per session.
+``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``) at start-up, or is typed into the
+preferences once per session.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 try:  # the installable zip vendors plugin/core as lipdub_blender/core
@@ -16,8 +16,7 @@ try:  # the installable zip vendors plugin/core as lipdub_blender/core
 except ImportError:  # running from a lipdub checkout
     from plugin import core
 
-_secrets = {"api_key": os.environ.get("LIPDUB_API_KEY") or os.environ.get("PREFECT_API_KEY")
-            or ""}
+_secrets = {"api_key": core.api_key_from_env()}
 
 
 def get_api_key() -> str:

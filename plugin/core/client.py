@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -66,6 +67,16 @@ def split_deployment_name(name: str) -> tuple[str, str]:
     if not deployment:
         raise DeploymentNotFound("no deployment name is set (e.g. dub_film/lipdub)")
     return flow or "dub_film", deployment
+
+
+def api_key_from_env() -> str:
+    """The credentials an editor finds in its environment: ``LIPDUB_API_KEY``, else Prefect's
+    own ``PREFECT_API_KEY`` (a key) or ``PREFECT_API_AUTH_STRING`` (``user:password`` of a
+    server started with ``PREFECT_SERVER_API_AUTH_STRING``), else none."""
+    for name in ("LIPDUB_API_KEY", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return ""
 
 
 class PrefectClient:

@@ -16,6 +16,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from plugin.core.client import api_key_from_env
+
 VIDEO = 1  # AppendToTimeline mediaType: video only (the dub's audio is the editor's own stems)
 CONFIG_ENV = "LIPDUB_RESOLVE_CONFIG"
 
@@ -236,7 +238,7 @@ def load_config(path: str | None = None) -> dict:
             raise ResolveError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise ResolveError(f"{path}: the settings must be a JSON object")
-    key = os.environ.get("LIPDUB_API_KEY") or os.environ.get("PREFECT_API_KEY")
+    key = api_key_from_env()
     if key:
         config["api_key"] = key
     if os.environ.get("LIPDUB_SERVER_URL"):
