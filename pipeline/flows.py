@@ -25,6 +25,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from .assemble import assemble_film
@@ -51,6 +52,7 @@ from .film_stages import (
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
+from .qc_verdict import QCFlagged, flagged_rows, verdict_name
 from .roots import require_within_roots, roots_from_env
 from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
@@ -128,6 +130,7 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
                     out.with_name(out.stem + "_qc"), source=job.film, lse=job.checkpoints.lse,
                     expert=job.checkpoints.expert, device="cpu", header=header)
     return {"html": report["html"], "json": report["json"],
+            "shots": len(report["shots"]), "report": report,
             "shots_flagged": report["shots_flagged"],
             "segments_flagged": report["segments_flagged"],
             "sync_model": report["sync_model"], "loudness": report["loudness"]}
@@ -233,7 +236,8 @@ def dub_film(job: dict | str) -> dict:
                     "packets_copied": done["packets_copied"],
                     "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
                     "timecode": start_tc.as_dict() if start_tc else None,
-                    "provenance": tags, "otio": str(otio_path), "qc": qc})
+                    "provenance": tags, "otio": str(otio_path),
+                    "qc": {k: v for k, v in qc.items() if k != "report"} if qc else None})
     from prefect.runtime import flow_run
 
     summary["flow_run"] = {"id": str(flow_run.id), "name": flow_run.name,
@@ -242,12 +246,17 @@ def dub_film(job: dict | str) -> dict:
     with writing(summary_path) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     progress.finish()
+    verdict = _publish_qc(spec, info, qc, start_tc, log) if qc else None
     create_markdown_artifact(
         f"**{spec.output.path.name}**: {changed} of {len(scan.times)} frames changed, "
         f"{summary['units_computed']} units computed, {summary['units_cached']} from cache."
         + (f" QC: {qc['shots_flagged']} shot(s) flagged ({qc['html']})." if qc else ""),
         key="lipdub-result", description="dubbed film")
-    return summary
+    if verdict and spec.output.qc_fail_on == "flagged":
+        raise QCFlagged(f"{verdict} ({qc['html']}); the job's output.qc_fail_on is 'flagged': "
+                        f"{spec.output.path} is written, review it before delivery")
+    # Completed either way; a flagged film's state says so in the runs list.
+    return Completed(name=verdict, data=summary) if verdict else summary
 
 
 def _deployment_name() -> str | None:
@@ -348,6 +357,22 @@ class _FanOut:
         self._run(chunks, lambda c, record: {"job": self.job, "units": [entry(i) for i in c.items],
                                              "expect": expect, "record": str(record)}, on_done)
         return finished
+
+
+def _publish_qc(spec: JobSpec, info: VideoInfo, qc: dict, start_tc, log) -> str | None:
+    """The QC verdict in Prefect: the ``lipdub-qc`` table and a warning per flagged segment;
+    returns the run's state name (None when nothing was flagged)."""
+    rows = flagged_rows(qc["report"], info.average_rate or 25, start_tc)
+    for row in rows:
+        log.warning("QC: shot %d, %s, %s-%s (%s): %s", row["shot"], row["character"] or "?",
+                    row["timecode in"], row["timecode out"], row["segment"], row["reason"])
+    verdict = verdict_name(qc["shots_flagged"], qc["shots"])
+    create_table_artifact(
+        rows or [{"shot": "none", "reason": f"no shot flagged of {qc['shots']}"}],
+        key="lipdub-qc",
+        description=f"{verdict or 'QC: nothing flagged'}; report: [qc.html]"
+                    f"({Path(qc['html']).resolve().as_uri()}) (frames: first to end, exclusive)")
+    return verdict
 
 
 def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> tuple[Path, dict]:

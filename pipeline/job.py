@@ -68,6 +68,9 @@ class OutputSpec(_Strict):
     overwrite: bool = False
     audio: Path | None = Field(default=None, description="dub mix to mux (default: stems mixed)")
     qc: bool = Field(default=True, description="write the QC report beside the output")
+    qc_fail_on: Literal["never", "flagged"] = Field(
+        default="never", description="flagged: a film whose QC flags shots ends as a Failed run "
+        "(the output is still written); never: it ends Completed, named after the verdict")
 
     @field_validator("codec")
     @classmethod

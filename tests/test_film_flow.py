@@ -147,6 +147,66 @@ def test_qc_shows_who_speaks(dubbed):
     assert summary["stem_mix"]["clipped_samples"] == 0 and "Stems summed: no clipping" in html
 
 
+@pytest.fixture(scope="module")
+def judged(film, dubbed, synthetic_generator, detector_weights, expert_weights, prefect_server,
+           tmp_path_factory):
+    """The film again with an expert for QC (units from the first run's cache): synthetic
+    weights judge nothing real, so QC flags every dubbed shot (an offset, low confidence)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.flows import dub_film
+
+    out = tmp_path_factory.mktemp("judged") / "film_dub.mkv"
+    job = job_dict(film, synthetic_generator, detector_weights, out,
+                   work_dir=str(dubbed[0].parent / "cache"))
+    job["checkpoints"]["expert"] = str(expert_weights)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        summary = dub_film(job)
+    return job, summary
+
+
+def test_a_flagged_film_says_so_in_its_state_and_a_qc_table(judged, prefect_server):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _, summary = judged
+    qc = summary["qc"]
+    assert summary["units_computed"] == 0  # QC ran again, nothing else
+    assert qc["shots_flagged"] == 2 and qc["shots"] == 3  # the two dubbed shots of three
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), \
+            get_client(sync_client=True) as client:
+        run = client.read_flow_run(summary["flow_run"]["id"])
+        tables = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["lipdub-qc"]))) if a.flow_run_id == run.id]
+    assert run.state.is_completed() and run.state.name == "QC: 2 of 3 shots flagged"
+    (table,) = tables
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    report = json.loads(Path(qc["json"]).read_text())
+    assert len(rows) == report["segments_flagged"] >= 2
+    assert {r["character"] for r in rows} == {"anna", "ben"}
+    flagged = sorted((sh["shot"], seg["name"], "; ".join(seg["flags"]))
+                      for sh in report["shots"] for seg in sh["segments"] if seg["flags"])
+    assert [(r["shot"], r["segment"], r["reason"]) for r in rows] == flagged
+    assert "qc.html" in table.description
+
+
+def test_qc_fail_on_flagged_fails_the_run_after_writing_everything(
+        film, judged, prefect_server, tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.flows import dub_film
+    from pipeline.qc_verdict import QCFlagged
+
+    job, _ = judged
+    out = tmp_path / "film_dub.mkv"
+    job = {**job, "output": {**job["output"], "path": str(out), "qc_fail_on": "flagged"}}
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), \
+            pytest.raises(QCFlagged, match=r"QC: 2 of 3 shots flagged .*qc_fail_on"):
+        dub_film(job)
+    assert out.exists() and (tmp_path / "film_dub_qc" / "qc.html").exists()
+
+
 def test_silent_stem_leaves_its_shots_alone(film, dubbed):
     _, summary = dubbed
     anna_shots = {d["shot"] for d in summary["decisions"] if d["character"] == "anna"}

@@ -204,3 +204,25 @@ def test_film_run_delivers_prores_with_timecode_otio_and_qc(
     assert qc["consent"] == "test footage, internal only"
     assert qc["sync_model"]["kind"] == "expert"
     assert qc["shots"] and all(s["segments"] for s in qc["shots"])
+
+
+def test_the_verdict_lists_each_flagged_segment_with_timecodes(dubbed, expert_weights):
+    from pipeline.qc_verdict import flagged_rows, verdict_name
+    from pipeline.timecode import parse_timecode
+
+    folder, source, out, segments, shots = dubbed
+    report = run_qc(out, folder / "mix.wav", segments, shots, folder / "qc_verdict",
+                    source=source, expert=str(expert_weights), loudness=False)
+    flagged = [s for shot in report["shots"] for s in shot["segments"] if s["flags"]]
+    assert flagged, "a made-up mouth judged by untrained weights must be flagged"
+    rows = flagged_rows(report, 25, parse_timecode("01:00:00:00", 25))
+    assert [(r["segment"], r["first frame"], r["end frame"]) for r in rows] == [
+        (s["name"], s["start"], s["end"]) for s in flagged]
+    # Segment anna_a holds frames 4..12 (end exclusive): 25 fps from 01:00:00:00.
+    first = next(r for r in rows if r["first frame"] == 4)
+    assert (first["timecode in"], first["timecode out"]) == ("01:00:00:04", "01:00:00:11")
+    assert (first["character"], first["shot"]) == ("anna", 0)
+    assert first["reason"] == "; ".join(flagged[rows.index(first)]["flags"])
+    assert flagged_rows(report, 25)[0]["timecode in"].startswith("00:00:00:")  # no source TC
+    assert verdict_name(2, 14) == "QC: 2 of 14 shots flagged"
+    assert verdict_name(0, 14) is None

@@ -1,0 +1,54 @@
+"""The QC report's verdict as a producer sees it in Prefect: the run's state name, a table of
+what needs a look, and warnings in the log.
+
+A film whose QC flagged shots still ends Completed (the output is written and may be fine), but
+its state is named after the verdict ("QC: 2 of 14 shots flagged") so the runs list says it; the
+``lipdub-qc`` table lists each flagged segment with its frames, timecode, character and reason.
+With ``output.qc_fail_on: flagged`` the run fails instead.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .errors import LipdubError
+from .timecode import Timecode, frames_to_timecode
+
+
+class QCFlagged(LipdubError):
+    """QC flagged shots and the job asked for a failed run then (``output.qc_fail_on``)."""
+
+
+def verdict_name(shots_flagged: int, shots: int) -> str | None:
+    """The run's state name for a flagged film, None when QC flagged nothing."""
+    return f"QC: {shots_flagged} of {shots} shots flagged" if shots_flagged else None
+
+
+def _timecode(frame: int, start: Timecode | None, rate: Fraction | float) -> str:
+    return start.shifted(frame) if start else frames_to_timecode(frame, rate)
+
+
+def flagged_rows(report: dict, rate: Fraction | float,
+                 start: Timecode | None = None) -> list[dict]:
+    """One row per flagged segment of a QC report (:func:`pipeline.qc.run_qc`), film order.
+
+    Frames are half-open, ``[first, end)``; timecodes are the source's (from 00:00:00:00 when it
+    has none), the out point being the last frame shown.
+    """
+    rows = []
+    for shot in sorted(report["shots"], key=lambda s: s["shot"]):
+        for seg in shot["segments"]:
+            if not seg["flags"]:
+                continue
+            sync = seg["sync"]
+            rows.append({
+                "shot": shot["shot"], "segment": seg["name"],
+                "character": seg.get("character") or "",
+                "first frame": seg["start"], "end frame": seg["end"],
+                "timecode in": _timecode(seg["start"], start, rate),
+                "timecode out": _timecode(seg["end"] - 1, start, rate),
+                "reason": "; ".join(seg["flags"]),
+                "LSE-C": sync["lse_c"] if sync.get("measured") else None,
+                "offset (frames)": sync["offset_frames"] if sync.get("measured") else None,
+            })
+    return rows
