@@ -24,12 +24,8 @@ import av
 import numpy as np
 
 from .errors import MediaError
-from .profiles import DEFAULT_PROFILE, PROFILES, OutputProfile, audio_codec, resolve_profile
+from .profiles import OutputProfile, audio_codec, resolve_profile
 from .splice import SPLICERS, SpliceResult
-
-# Kept for callers that list the codec names: every output profile, by name.
-VIDEO_CODECS = PROFILES
-DEFAULT_VIDEO_CODEC = DEFAULT_PROFILE
 
 
 def temporary_path(output: Path) -> Path:

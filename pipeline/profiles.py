@@ -163,15 +163,6 @@ def resolve_profile(name: str | None, suffix: str, *, where: str = "output codec
     return profile
 
 
-def profile_problem(name: str | None, suffix: str) -> str | None:
-    """What is wrong with writing profile ``name`` to a ``suffix`` file (None: nothing)."""
-    try:
-        resolve_profile(name, suffix)
-    except ProfileError as exc:
-        return str(exc)
-    return None
-
-
 def audio_codec(profile: OutputProfile, suffix: str, source_format: str,
                 source_codec: str) -> tuple[str, str | None]:
     """(encoder, sample format or None for the encoder's default) for the delivered audio.

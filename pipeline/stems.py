@@ -214,16 +214,6 @@ def stem_analysis(character: str, path: Path, work_dir: Path, *, min_segment: fl
     return analysed
 
 
-def sample_range(samples: np.ndarray, start: float, end: float, rate: int = 16000) -> np.ndarray:
-    """Samples of ``[start, end)`` seconds, zero-padded where the stem has none."""
-    first, count = int(round(start * rate)), int(round((end - start) * rate))
-    out = np.zeros(count, np.float32)
-    lo, hi = max(first, 0), min(first + count, len(samples))
-    if hi > lo:
-        out[lo - first : hi - first] = samples[lo:hi]
-    return out
-
-
 @dataclass(frozen=True)
 class StemMix:
     """The stems summed: the WAV, and whether the sum ran past full scale.

@@ -28,7 +28,7 @@ import torch
 from pipeline.audio import MEL_STEP_SIZE, SAMPLE_RATE, indiv_mel_start, read_audio
 from pipeline.errors import LipdubError
 from pipeline.lipsync import resolve_device
-from training.data import DATASET_META, IMG_SIZE, dataset_fps, load_videos, read_mel
+from training.data import IMG_SIZE, dataset_fps, load_videos, read_mel
 from training.prepare import write_audio, write_dataset_files
 
 DRAW_SCALE = 4  # faces are drawn 4x larger and downscaled: smooth, sub-pixel edges
@@ -446,8 +446,3 @@ def mouth_sync_correlation(generator: torch.nn.Module, root: str | Path,
     result = {f"r_{name}": _finite_mean(values) for name, values in scores.items()}
     result.update(videos=len(scores["generated"]), frames=total)
     return result
-
-
-def synthetic_dataset_summary(root: str | Path) -> dict:
-    """The summary :func:`build_synthetic_dataset` wrote into dataset.json."""
-    return json.loads((Path(root) / DATASET_META).read_text())
