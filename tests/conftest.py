@@ -189,6 +189,9 @@ def prefect_server(tmp_path_factory):
         proc.kill()
         raise RuntimeError("prefect server did not start within 90 s")
     yield url
+    from farm import drain_prefect_senders
+
+    drain_prefect_senders()  # while the server still listens (else the exit waits on them)
     proc.terminate()
     try:
         proc.wait(timeout=20)

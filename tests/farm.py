@@ -193,7 +193,12 @@ class Farm:
             time.sleep(0.5)
 
     def settings(self):
-        """Prefect settings for this process to talk to the farm's server."""
+        """Prefect settings for this process to talk to the farm's server.
+
+        A flow run in this process starts Prefect's log and event senders, which keep the
+        server they first saw: :func:`drain_prefect_senders` before leaving, or later runs'
+        logs go to this farm's server after it stopped (and the interpreter waits for them at
+        exit)."""
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         updates = {PREFECT_API_URL: self.api_url}
@@ -212,6 +217,16 @@ class Farm:
         if self.database:
             self.database.stop()
             self.database = None
+
+
+def drain_prefect_senders(timeout: float = 30.0) -> None:
+    """Send what Prefect's log and event workers hold and stop them (new ones start with the
+    settings then in force)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout, at_exit=False)
 
 
 def _healthy(api_url: str) -> bool:

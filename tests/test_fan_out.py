@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from farm import REPO_ROOT, Farm, can_run_postgres
+from farm import REPO_ROOT, Farm, can_run_postgres, drain_prefect_senders
 from filmmaker import make_film, write_stem
 
 from pipeline.errors import LipdubError
@@ -157,6 +157,7 @@ def reference(farm, two_shots, synthetic_generator, detector_weights, tmp_path_f
     try:
         with farm.settings():
             summary = dub_film(job)
+            drain_prefect_senders()
     finally:
         torch.set_num_threads(threads)
     assert summary["units_computed"] == 2 and summary["chunks"] == []

@@ -66,13 +66,19 @@ def test_a_tiny_job_runs_to_completion_and_the_result_is_fetched(
     assert status.summary["output"] == str(out)
     assert out.name in status.result_text  # the lipdub-result artifact
     assert status.percent == 100.0 and "frames changed" in status.message
+    # QC's verdict, as the run's state name says it, and where its report is.
+    qc = status.summary["qc"]
+    verdict = (f"QC: {qc['shots_flagged']} of {qc['shots']} shots flagged" if qc["shots_flagged"]
+               else f"QC: no shot flagged of {qc['shots']}")
+    assert f"{verdict} (report: {qc['html']})" in status.message
+    assert status.state_name == (verdict if qc["shots_flagged"] else "Completed")
 
     run = client.read_flow_run(status.flow_run_id)
     assert run.state.is_completed and run.deployment_id == deployment.id
     assert {"lipdub-plugin", "test", f"frames:0-{film.frames - 1}"} <= set(run.tags)
     assert run.parameters["job"]["film"] == str(film.path)
     keys = {a.key for a in client.read_artifacts(run.id)}
-    assert {"lipdub-progress", "lipdub-result", "lipdub-routing"} <= keys
+    assert {"lipdub-progress", "lipdub-result", "lipdub-routing", "lipdub-qc"} <= keys
     (progress,) = client.read_artifacts(run.id, ["lipdub-progress"], limit=1)
     assert progress.data == 100.0 and progress.description.startswith("done in")
     progress = client.read_artifacts(run.id, ["lipdub-progress"])

@@ -441,7 +441,8 @@ class DubTask:
                                    f"{server_path}): check the path mapping in the settings"))
                 return
             self._set(phase="completed", state_name=state.name, percent=100.0,
-                      summary=summary, result_text=result_text, message=_done_message(summary))
+                      summary=summary, result_text=result_text,
+                      message=_done_message(summary, self.path_map))
         elif state.is_failed:
             what = "crashed" if state.type == "CRASHED" else "failed"
             self._set(phase="failed", state_name=state.name,
@@ -452,8 +453,18 @@ class DubTask:
                       message=state.message or "the run was cancelled")
 
 
-def _done_message(summary: dict | None) -> str:
+def _done_message(summary: dict | None, path_map: PathMap | None = None) -> str:
+    """"done: N of M frames changed", and QC's verdict with where its report is, here."""
     if not summary:
         return "done"
-    return (f"done: {summary.get('frames_changed', '?')} of {summary.get('frames', '?')} "
+    text = (f"done: {summary.get('frames_changed', '?')} of {summary.get('frames', '?')} "
             f"frames changed")
+    qc = summary.get("qc")
+    if isinstance(qc, dict) and "shots_flagged" in qc:
+        flagged, shots = qc["shots_flagged"], qc.get("shots", "?")
+        verdict = (f"QC: {flagged} of {shots} shots flagged" if flagged
+                   else f"QC: no shot flagged of {shots}")
+        html = qc.get("html")
+        where = (path_map or PathMap()).to_local(html) if html else None
+        text += f"; {verdict}" + (f" (report: {where})" if where else "")
+    return text
