@@ -9,7 +9,6 @@ content keys, and leaves a record of what it did and where for the coordinator.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ from prefect import flow, get_run_logger
 from .errors import LipdubError
 from .film_scan import load_tracks
 from .film_stages import (
+    code_version,
     detector_identity,
     generator_sha,
     shared_scan,
@@ -33,22 +33,6 @@ from .roots import require_within_roots, roots_from_env
 from .segment_sync import SyncUnit, film_fingerprint
 from .stems import stem_analysis
 from .work_cache import writing
-
-_code: list[str] = []
-
-
-def code_version() -> str:
-    """sha256 of lipdub's own source (pipeline/ and models/): two machines agree on pictures
-    only when they run the same code."""
-    if not _code:
-        root = Path(__file__).resolve().parent.parent
-        h = hashlib.sha256()
-        for package in ("models", "pipeline"):
-            for path in sorted((root / package).rglob("*.py")):
-                h.update(str(path.relative_to(root)).encode())
-                h.update(path.read_bytes())
-        _code.append(h.hexdigest()[:16])
-    return _code[0]
 
 
 def _same_as_coordinator(job: JobSpec, expect: dict, *, weights: bool) -> None:
@@ -78,6 +62,17 @@ def _use_threads() -> None:
         cv2.setNumThreads(int(threads))  # OpenCV's pool would take every core of the machine
 
 
+def _chunk_inputs(job: dict, expect: dict, *, weights: bool):
+    """The job (checked against the allowed roots and the coordinator), the work folder, the
+    film's header and its scan from that folder; this worker's threads set."""
+    spec = parse_job(job)
+    require_within_roots(spec, roots_from_env())
+    _same_as_coordinator(spec, expect, weights=weights)
+    _use_threads()
+    work = Path(expect["work"])
+    return spec, work, probe_video(spec.film), shared_scan(spec, work)
+
+
 def _leave_record(record: str, items: list[dict], started: float) -> dict:
     done = {"worker": os.environ.get("LIPDUB_WORKER_NAME", "in-process"),
             "host": socket.gethostname(), "pid": os.getpid(),
@@ -91,12 +86,7 @@ def _leave_record(record: str, items: list[dict], started: float) -> dict:
 def track_chunk(job: dict, shots: list[int], expect: dict, record: str) -> dict:
     """Track the faces of some shots of a film (a chunk of ``dub_film``)."""
     started = time.perf_counter()
-    spec = parse_job(job)
-    require_within_roots(spec, roots_from_env())
-    _same_as_coordinator(spec, expect, weights=False)
-    _use_threads()
-    work = Path(expect["work"])
-    info, scan = probe_video(spec.film), shared_scan(spec, work)
+    spec, work, info, scan = _chunk_inputs(job, expect, weights=False)
     items = []
     for index in shots:
         tracks, computed = shot_tracks(spec, info, scan, index, work, expect["detector"])
@@ -112,12 +102,7 @@ def sync_chunk(job: dict, units: list[dict], expect: dict, record: str) -> dict:
     ``units``: each ``{"unit": SyncUnit fields, "tracks": its shot's tracks file}``.
     """
     started = time.perf_counter()
-    spec = parse_job(job)
-    require_within_roots(spec, roots_from_env())
-    _same_as_coordinator(spec, expect, weights=True)
-    _use_threads()
-    work = Path(expect["work"])
-    info, scan = probe_video(spec.film), shared_scan(spec, work)
+    spec, work, info, scan = _chunk_inputs(job, expect, weights=True)
     stems, items = {}, []
     for entry in units:
         unit = SyncUnit(**entry["unit"])

@@ -8,6 +8,8 @@ it there and nothing is computed twice.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
 from pathlib import Path
 
@@ -59,6 +61,19 @@ def model_call_lock(device: str) -> threading.Lock:
     card instead of interleaving their batches (a whole worker owns its card, see serve)."""
     with _models_lock:
         return _device_locks.setdefault(device, threading.Lock())
+
+
+@functools.cache
+def code_version() -> str:
+    """sha256 of lipdub's own source (pipeline/ and models/): two machines agree on pictures
+    only when they run the same code."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for package in ("models", "pipeline"):
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def scan_path(job: JobSpec, work: Path) -> Path:

@@ -29,7 +29,6 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from .assemble import assemble_film
-from .chunk_flows import code_version
 from .fan_out import (
     Chunk,
     Farm,
@@ -41,6 +40,7 @@ from .fan_out import (
 )
 from .film_scan import FilmScan, TrackInfo, load_tracks
 from .film_stages import (
+    code_version,
     detector_identity,
     film_shots,
     generator_sha,

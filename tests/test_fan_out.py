@@ -343,8 +343,8 @@ def _gone(pid: int) -> bool:
 
 def test_a_chunk_refuses_other_code_weights_or_film_and_an_unshared_folder(
         two_shots, synthetic_generator, detector_weights, tmp_path):
-    from pipeline.chunk_flows import _same_as_coordinator, code_version
-    from pipeline.film_stages import generator_sha, shared_scan
+    from pipeline.chunk_flows import _same_as_coordinator
+    from pipeline.film_stages import code_version, generator_sha, shared_scan
     from pipeline.job import parse_job
     from pipeline.segment_sync import film_fingerprint
 
