@@ -108,9 +108,9 @@ def sync_chunk(job: dict, units: list[dict], expect: dict, record: str) -> dict:
         unit = SyncUnit(**entry["unit"])
         track = next(t for t in load_tracks(Path(entry["tracks"])) if t.track_id == unit.track_id)
         if unit.character not in stems:
-            stems[unit.character] = stem_analysis(unit.character, spec.stems[unit.character],
-                                                  work / "stems",
-                                                  min_segment=spec.settings.min_segment)
+            stems[unit.character] = stem_analysis(
+                unit.character, spec.stems[unit.character], work / "stems",
+                min_segment=spec.settings.min_segment, identity=expect["stems"][unit.character])
         result = unit_result(spec, info, scan, unit, track, stems[unit.character],
                              expect["film"], expect["weights"], work)
         items.append({"unit": unit.name, "frames": unit.end - unit.start,

@@ -182,12 +182,14 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise LipdubError("lipdub serve needs a Prefect server: run `prefect server start` and "
                           "set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
-    roots = [str(Path(r).resolve()) for r in (args.roots or "").split(os.pathsep) if r.strip()]
-    missing = [r for r in roots if not Path(r).is_dir()]
+    from pipeline.roots import ROOTS_VARIABLE, parse_roots
+
+    roots = os.pathsep.join(str(r) for r in parse_roots(args.roots))
+    missing = [r for r in roots.split(os.pathsep) if r and not Path(r).is_dir()]
     if missing:
         raise LipdubError(f"--roots: no such folder: {', '.join(missing)}")
     if roots:
-        print(f"runs here may only use {os.pathsep.join(roots)}", flush=True)
+        print(f"runs here may only use {roots}", flush=True)
     if args.role in ("control", "all") and not args.worker_only:
         ids = deploy(args.pool, args.name)
         for flow, deployment_id in ids.items():
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     cards = _cuda_cards() if args.role != "control" and args.gpus == "auto" else 0
     plans = plan_workers(args.role, args.gpus, args.workers, args.threads, args.limit,
                          socket.gethostname(), cards, os.cpu_count() or 1)
-    return supervise(args.pool, plans, {"LIPDUB_ROOTS": os.pathsep.join(roots)} if roots else {})
+    return supervise(args.pool, plans, {ROOTS_VARIABLE: roots} if roots else {})
 
 
 def supervise(pool: str, plans: list[WorkerPlan], env: dict[str, str] | None = None) -> int:

@@ -52,7 +52,7 @@ from .film_stages import (
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
 from .provenance import provenance_metadata
-from .qc_verdict import QCFlagged, flagged_rows, verdict_name
+from .qc_verdict import QCFlagged, flagged_rows, verdict_line, verdict_name
 from .roots import require_within_roots, roots_from_env
 from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
@@ -131,6 +131,7 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
                     expert=job.checkpoints.expert, device="cpu", header=header)
     return {"html": report["html"], "json": report["json"],
             "shots": len(report["shots"]), "report": report,
+            "verdict": verdict_line(report["shots_flagged"], len(report["shots"])),
             "shots_flagged": report["shots_flagged"],
             "segments_flagged": report["segments_flagged"],
             "sync_model": report["sync_model"], "loudness": report["loudness"]}
@@ -308,7 +309,7 @@ class _FanOut:
                  for s in scan.shots}
         missing = [i for i, p in paths.items() if not p.exists()]
         frames = [scan.shots[i].frames for i in missing]
-        total = sum(s.frames for s in scan.shots)
+        total = len(scan.times)
         done = {"frames": total - sum(frames)}
 
         def on_done(chunk: Chunk, record: dict) -> None:
@@ -339,8 +340,10 @@ class _FanOut:
             else:
                 missing.append(i)
         frames = [units[i].end - units[i].start for i in missing]
+        # The stems' content hashes (made once, for their analysis): a chunk finds the
+        # analysis under them instead of hashing every stem again in each new process.
         expect = {"code": code_version(), "film": self.film_id, "weights": weights_sha,
-                  "work": str(work)}
+                  "work": str(work), "stems": {c: file_sha256(p) for c, p in spec.stems.items()}}
 
         def entry(i: int) -> dict:
             u = units[i]

@@ -24,6 +24,12 @@ def verdict_name(shots_flagged: int, shots: int) -> str | None:
     return f"QC: {shots_flagged} of {shots} shots flagged" if shots_flagged else None
 
 
+def verdict_line(shots_flagged: int, shots: int) -> str:
+    """The verdict in one line, flagged or not (the run summary's ``qc.verdict``, which the
+    editor plugins show as it is)."""
+    return verdict_name(shots_flagged, shots) or f"QC: no shot flagged of {shots}"
+
+
 def _timecode(frame: int, start: Timecode | None, rate: Fraction | float) -> str:
     return start.shifted(frame) if start else frames_to_timecode(frame, rate)
 

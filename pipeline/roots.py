@@ -18,10 +18,14 @@ from .job import JobSpec, JobSpecError
 ROOTS_VARIABLE = "LIPDUB_ROOTS"
 
 
+def parse_roots(text: str | None) -> list[Path]:
+    """Folders separated by ``:`` (as PATH), resolved; empty for no restriction."""
+    return [Path(part).resolve() for part in (text or "").split(os.pathsep) if part.strip()]
+
+
 def roots_from_env() -> list[Path]:
-    """The allowed roots (resolved), or an empty list for no restriction."""
-    text = os.environ.get(ROOTS_VARIABLE, "")
-    return [Path(part).resolve() for part in text.split(os.pathsep) if part.strip()]
+    """The allowed roots given to this process (``LIPDUB_ROOTS``)."""
+    return parse_roots(os.environ.get(ROOTS_VARIABLE))
 
 
 def _job_paths(job: JobSpec) -> list[tuple[str, Path]]:

@@ -145,14 +145,6 @@ def synthetic_expert(media_dir: Path, tmp_path_factory) -> Path:
         torch.set_num_threads(threads)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real ``prefect server start`` on loopback, shared by the whole test session.
@@ -165,7 +157,9 @@ def prefect_server(tmp_path_factory):
     import urllib.request
 
     home = tmp_path_factory.mktemp("prefect_home")
-    port = _free_port()
+    from farm import free_port
+
+    port = free_port()
     env = dict(os.environ, PREFECT_HOME=str(home), DO_NOT_TRACK="1",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
     env.pop("PREFECT_API_URL", None)

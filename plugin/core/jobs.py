@@ -460,11 +460,8 @@ def _done_message(summary: dict | None, path_map: PathMap | None = None) -> str:
     text = (f"done: {summary.get('frames_changed', '?')} of {summary.get('frames', '?')} "
             f"frames changed")
     qc = summary.get("qc")
-    if isinstance(qc, dict) and "shots_flagged" in qc:
-        flagged, shots = qc["shots_flagged"], qc.get("shots", "?")
-        verdict = (f"QC: {flagged} of {shots} shots flagged" if flagged
-                   else f"QC: no shot flagged of {shots}")
+    if isinstance(qc, dict) and qc.get("verdict"):  # written by the pipeline (qc_verdict)
         html = qc.get("html")
         where = (path_map or PathMap()).to_local(html) if html else None
-        text += f"; {verdict}" + (f" (report: {where})" if where else "")
+        text += f"; {qc['verdict']}" + (f" (report: {where})" if where else "")
     return text
