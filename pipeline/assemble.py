@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stopping
 from .composite import paste_faces
 from .encode import AudioReport, VideoWriter
 from .film_scan import FilmScan
@@ -62,15 +63,24 @@ class Assembly:
     splice: str = ""
 
 
-def _edited_frames(units: list[tuple[int, int, Path]]) -> set[int]:
+# A unit's result file, or a call that waits until the unit is done and returns its file (the
+# film is then written while its units are still being lip-synced).
+UnitFile = Path | Callable[[], Path]
+
+
+def _path(unit: UnitFile) -> Path:
+    return unit() if callable(unit) else unit
+
+
+def _edited_frames(units: list[tuple[int, int, UnitFile]]) -> set[int]:
     wanted: set[int] = set()
-    for _, _, path in units:
-        with np.load(path) as data:
+    for _, _, unit in units:
+        with np.load(_path(unit)) as data:
             wanted.update(int(f) for f in data["frames"])
     return wanted
 
 
-def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, Path]],
+def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, UnitFile]],
                   output: Path, *, audio: Path | None, codec: str | None,
                   match_colour: bool = True, timecode: str | None = None,
                   metadata: dict[str, str] | None = None, passthrough: bool = True,
@@ -79,7 +89,10 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
 
     Arguments:
         info, scan: the film.
-        units: (first frame, end frame, result file) of every synced unit.
+        units: (first frame, end frame, result file) of every synced unit; the file may be
+            a call that waits for it, made when the assembly reaches the unit's first frame
+            (for packet copy, all are waited for first: which pictures to decode depends on
+            them all).
         output: the final file (written under a temporary name, renamed when complete).
         audio: the audio to mux (the dub mix), cut or padded to the picture.
         codec: output profile name (see :data:`pipeline.profiles.PROFILES`).
@@ -88,7 +101,7 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
         passthrough: copy untouched packets when the source and output codecs allow it.
         progress: called with (frames done, total) now and then.
     """
-    pending = sorted(units)
+    pending = sorted(units, key=lambda u: (u[0], u[1]))
     active: list[_OpenUnit] = []
     changed = 0
     total = len(scan.times)
@@ -105,8 +118,9 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, P
         else:
             pictures = ((i, None, f) for i, f in enumerate(iter_video_frames(info.path)))
         for index, packet, frame in pictures:
+            stopping.check()  # a thread of its own in a film run: stopped here on a signal
             while pending and pending[0][0] <= index:
-                active.append(_OpenUnit(pending.pop(0)[2]))
+                active.append(_OpenUnit(_path(pending.pop(0)[2])))
             active = [u for u in active if u.last >= index]
             faces = [(tuple(int(v) for v in u.boxes[u.row[index]]), u.preds[u.row[index]])
                      for u in active if index in u.row]

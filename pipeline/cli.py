@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
+from pipeline import stopping
 from pipeline.errors import LipdubError
 
 # Add new commands here, one module each. The CLI is the top layer: it may reach training's
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
 
     Returns:
         The exit code: 0 on success, 2 on a usage error or an error the user can act on,
-        130 when interrupted.
+        128 + the signal number when stopped by a signal (130: Ctrl-C, 143: SIGTERM).
     """
     # OpenMP threads that sleep when idle instead of spinning leave the cores to the decoder and
     # encoder threads working beside torch: `lipdub sync` runs ~8% faster on 2 cores. Set before
@@ -104,7 +106,9 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
         # "lipdub weights list | head": the reader left; say nothing more on the closed pipe.
         sys.stdout = open(os.devnull, "w")  # kept open: the interpreter flushes it at exit
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, stopping.Stopped):  # SIGTERM, SIGHUP or SIGINT, cleaned up after
+            return _stopped(exc.signum)
         print("lipdub: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
@@ -113,6 +117,12 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
         message = " ".join(str(exc).split())  # one line, whatever the exception put in
         print(f"lipdub: error: {message}", file=sys.stderr)
         return EXIT_ERROR
+    except BaseException:
+        # While a flow runs, Prefect turns SIGTERM into its own TerminationSignal; the flow has
+        # told its threads to stop (pipeline.stopping) and cleaned up as for any stop.
+        if not stopping.requested():
+            raise
+        return _stopped(stopping.signal_number())
     if exit_now and getattr(args, "_exit_when_done", False):
         # The command has closed and renamed everything it wrote. Tearing down torch, numba and
         # scipy module by module takes 0.5-0.9 s, 5-8 % of a short clip's whole run.
@@ -122,8 +132,15 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
     return code
 
 
+def _stopped(signum: int) -> int:
+    print(f"lipdub: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    return 128 + signum
+
+
 def entry() -> None:
-    """The console script: :func:`main`, leaving at once when a command allows it."""
+    """The console script: :func:`main`, leaving at once when a command allows it; SIGTERM,
+    SIGHUP and SIGINT stop it cleanly (:mod:`pipeline.stopping`)."""
+    stopping.install_handlers()
     sys.exit(main(exit_now=True))
 
 

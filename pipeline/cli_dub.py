@@ -1,7 +1,8 @@
 """``lipdub dub JOB.yaml``: dub a whole film with the Prefect flow, no server needed.
 
-Without ``PREFECT_API_URL`` the flow runs in Prefect's ephemeral mode (a temporary local
-server); with it, the run shows up in that server's UI. A JSON summary is written beside the
+Without ``PREFECT_API_URL`` the flow runs against a temporary local Prefect server that lives
+as long as the command (:mod:`pipeline.temporary_server`); with it, the run shows up in that
+server's UI. A JSON summary is written beside the
 output, and the job is checked (every problem at once) before any heavy work starts.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -25,20 +27,23 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.job import check_job_inputs, parse_job
 
     job = parse_job(args.job)
-    check_job_inputs(job, source=str(args.job))
-    if args.check:
-        print(f"{args.job}: OK")
-        return 0
-    from prefect import tags
+    server = None
+    if not args.check and not os.environ.get("PREFECT_API_URL"):
+        from pipeline.temporary_server import TemporaryServer
 
-    from pipeline.flows import dub_film
+        # Started before the job check and the imports (torch, Prefect), so that it boots
+        # beside them rather than after them; it dies with this process.
+        server = TemporaryServer.start()
+    try:
+        check_job_inputs(job, source=str(args.job))
+        if args.check:
+            print(f"{args.job}: OK")
+            return 0
+        summary = _dub(job, server)
+    finally:
+        from pipeline.temporary_server import drain_prefect_senders
 
-    # Named and tagged as the editor plugins name theirs; the whole job (paths resolved) is the
-    # run's parameter, so the Prefect UI shows what is being dubbed, not a YAML path.
-    name = f"dub {job.film.stem} -> {job.output.path.name}"
-    labels = ["lipdub-cli", f"film:{job.film.name}", *(f"character:{c}" for c in job.stems)]
-    with tags(*labels):
-        summary = dub_film.with_options(flow_run_name=name)(job.model_dump(mode="json"))
+        server.stop() if server else drain_prefect_senders()
     print(json.dumps({
         "output": summary["output"],
         "frames": summary["frames"],
@@ -47,4 +52,26 @@ def run(args: argparse.Namespace) -> int:
         "units_cached": summary["units_cached"],
         "summary": summary["output"] + ".json",
     }, indent=2))
+    # Everything written is closed and renamed, and the server has the run's logs: the console
+    # script may leave without tearing torch and Prefect down module by module (about 1 s).
+    args._exit_when_done = True
     return 0
+
+
+def _dub(job, server) -> dict:
+    from contextlib import nullcontext
+
+    from prefect import tags
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.flows import dub_film
+
+    if server:
+        server.wait_ready()
+    # Named and tagged as the editor plugins name theirs; the whole job (paths resolved) is the
+    # run's parameter, so the Prefect UI shows what is being dubbed, not a YAML path.
+    name = f"dub {job.film.stem} -> {job.output.path.name}"
+    labels = ["lipdub-cli", f"film:{job.film.name}", *(f"character:{c}" for c in job.stems)]
+    api = temporary_settings(updates={PREFECT_API_URL: server.api_url}) if server else nullcontext()
+    with api, tags(*labels):
+        return dub_film.with_options(flow_run_name=name)(job.model_dump(mode="json"))

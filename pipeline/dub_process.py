@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+from .die_with_parent import die_with_parent
 from .errors import LipdubError
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class DubInChildProcess:
@@ -80,25 +78,12 @@ class DubInChildProcess:
         self._process.join()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when its parent dies, even by SIGKILL (Linux)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):  # not glibc: the closed pipe still ends us
-            pass
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
-
-
 def _send_dub_mel(audio: Path, send, receive, parent: int) -> None:
     """The child's work: the mel, or the error, back through the pipe."""
     # The fork gave us the reading end too: holding it, a send bigger than the pipe's buffer
     # would wait forever for a parent that is gone. Closed, the send fails and we end.
     receive.close()
-    _die_with_parent(parent)
+    die_with_parent(parent)
     try:
         from .audio import dub_mel
 

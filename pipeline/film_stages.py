@@ -56,9 +56,10 @@ def generator(job: JobSpec):
                                               precision=s.precision))
 
 
-def model_call_lock(device: str) -> threading.Lock:
-    """One model call at a time per card in this process: units in threads take turns on the
-    card instead of interleaving their batches (a whole worker owns its card, see serve)."""
+def card_lock(device: str) -> threading.Lock:
+    """One unit at a time per card in this process: units in threads take the card in turn
+    (each for all its frames) instead of interleaving their batches (a whole worker owns its
+    card, see serve)."""
     with _models_lock:
         return _device_locks.setdefault(device, threading.Lock())
 
@@ -168,7 +169,7 @@ def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
                             device_type=model.device.type, precision=model.precision)
     if path.exists():
         return {"unit": unit.name, "path": str(path), "cached": True}
-    lock = model_call_lock(str(model.device))
+    lock = card_lock(str(model.device))
     lipsync_unit(info, scan, unit, boxes, stem.samples(), model, path,
                  batch_size=job.settings.batch_size, model_slot=lambda: lock)
     return {"unit": unit.name, "path": str(path), "cached": False}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future as ConcurrentFuture
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -24,11 +26,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from .assemble import assemble_film
+from .errors import LipdubError
 from .fan_out import (
     Chunk,
     Farm,
@@ -58,10 +61,15 @@ from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
 from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
 from .stems import StemAnalysis, mix_stems, stem_analysis
+from .stopping import workers_stop_with_me
 from .timecode import read_timecode
 from .work_cache import cache_key, file_sha256, writing
 
 __all__ = ["dub_film", "scan_task", "tracks_path"]
+
+# Units started at once in this process: one has the generator, the next decodes its first
+# frames meanwhile (more would only wait, holding decoders and memory).
+UNITS_IN_FLIGHT = 2
 
 
 @task(name="scan film", cache_policy=NO_CACHE)
@@ -191,30 +199,30 @@ def dub_film(job: dict | str) -> dict:
         progress.update("lip sync", synced["frames"], to_sync,
                         f"{synced['frames']} of {to_sync} frames, {rate:.1f} frames/s")
 
-    if fan:
-        finished = fan.units(units, tracks, stems, detector_sha, weights_sha, unit_done)
-    else:
-        futures = {lipsync_task.submit(spec, info, scan, u, by_track[(u.shot, u.track_id)],
-                                       stems[u.character], film_id, weights_sha, work): i
-                   for i, u in enumerate(units)}
-        finished = {}
-        for future in as_completed(list(futures)):
-            finished[futures[future]] = future.result()
-            unit_done(units[futures[future]].end - units[futures[future]].start)
-    results = [(u, finished[i]) for i, u in enumerate(units)]  # in film order
-    clock["synced"] = time.perf_counter()
-    progress.update("assembly", 0, 1, "writing the output")
-
     audio, mix = (spec.output.audio, None) if spec.output.audio else _dub_mix(spec, scan, work)
     if mix and mix["clipped_samples"]:
         log.warning("the stems summed past full scale: %d samples clipped (peak %.2f x full "
-                     "scale); give output.audio a mastered mix", mix["clipped_samples"],
-                     mix["peak"])
+                    "scale); give output.audio a mastered mix", mix["clipped_samples"],
+                    mix["peak"])
     start_tc = read_timecode(spec.film)
-    tags = provenance_metadata([asdict(u) for u, _ in results], rate=info.average_rate,
+    tags = provenance_metadata([asdict(u) for u in units], rate=info.average_rate,
                                timecode=start_tc)
-    done = assemble_task(spec, info, scan, [(u.start, u.end, Path(r["path"])) for u, r in results],
-                         audio, start_tc.text if start_tc else None, tags)
+
+    def assemble(files: list) -> PrefectFuture:
+        return assemble_task.submit(spec, info, scan,
+                                    [(u.start, u.end, f) for u, f in zip(units, files)], audio,
+                                    start_tc.text if start_tc else None, tags)
+
+    if fan:
+        finished = fan.units(units, tracks, stems, detector_sha, weights_sha, unit_done)
+        assembly = assemble([Path(finished[i]["path"]) for i in range(len(units))])
+    else:
+        finished, assembly = _sync_here(spec, info, scan, units, by_track, stems, film_id,
+                                        weights_sha, work, unit_done, assemble)
+    results = [(u, finished[i]) for i, u in enumerate(units)]  # in film order
+    clock["synced"] = time.perf_counter()
+    progress.update("assembly", 0, 1, "writing the output")
+    done = assembly.result()
     changed = done["changed"]
     clock["assembled"] = time.perf_counter()
     progress.update("qc", 0, 1, "timeline and QC report")
@@ -267,16 +275,54 @@ def _deployment_name() -> str | None:
     return deployment.name
 
 
+def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncUnit],
+               by_track: dict, stems: dict, film_id: str, weights_sha: str, work: Path,
+               unit_done: Callable[[int], None],
+               assemble: Callable[[list], PrefectFuture]) -> tuple[dict[int, dict], PrefectFuture]:
+    """Lip-sync the units in this process's task threads while the film is assembled.
+
+    Units take the generator one at a time, whole (pipeline.film_stages.card_lock), in film
+    order: at most two are started at once, the second decoding its first frames while the
+    first has the generator. The assembly runs beside them and waits for each unit's pictures
+    when it reaches them, so compositing and encoding overlap the generator as in ``lipdub
+    sync``.
+    """
+    files = [ConcurrentFuture() for _ in units]
+    assembly = assemble([files[i].result for i in range(len(units))])
+    finished: dict[int, dict] = {}
+    running: dict = {}
+    queued = iter(enumerate(units))
+    with workers_stop_with_me():
+        try:
+            while len(finished) < len(units):
+                while len(running) < UNITS_IN_FLIGHT and (item := next(queued, None)):
+                    i, u = item
+                    track = by_track[(u.shot, u.track_id)]
+                    running[lipsync_task.submit(spec, info, scan, u, track, stems[u.character],
+                                                film_id, weights_sha, work)] = i
+                future = next(as_completed(list(running)))
+                i = running.pop(future)
+                finished[i] = future.result()
+                files[i].set_result(Path(finished[i]["path"]))
+                unit_done(units[i].end - units[i].start)
+        finally:  # a failed unit (or a stop) ends the assembly too, without its output
+            for f in files:
+                if not f.done():
+                    f.set_exception(LipdubError("the lip sync ended before this unit"))
+    return finished, assembly
+
+
 def _tracks_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, detector_sha: str,
                  progress: RunProgress) -> dict[int, list[TrackInfo]]:
     """Every shot's tracks, in this process's task threads."""
     futures = {track_task.submit(spec, info, scan, s.index, work, detector_sha): s.index
                for s in scan.shots}
     tracks, done, total = {}, 0, len(scan.times)
-    for future in as_completed(list(futures)):
-        tracks[futures[future]] = future.result()
-        done += scan.shots[futures[future]].frames
-        progress.update("tracks", done, total, f"{done} of {total} frames tracked")
+    with workers_stop_with_me():
+        for future in as_completed(list(futures)):
+            tracks[futures[future]] = future.result()
+            done += scan.shots[futures[future]].frames
+            progress.update("tracks", done, total, f"{done} of {total} frames tracked")
     return dict(sorted(tracks.items()))
 
 

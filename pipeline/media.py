@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 
+from . import stopping
 from .errors import MediaError
 
 COLOUR_TAGS = ("colorspace", "color_range", "color_primaries", "color_trc")
@@ -154,6 +155,7 @@ def iter_video_frames(
                     break  # the seek overshot (broken index): fall back to decoding from 0
                 if last is not None and t is not None and t >= last:
                     break
+                stopping.check()  # every decoding loop, in whichever thread, stops here
                 yield frame
                 index += 1
                 last_good = t

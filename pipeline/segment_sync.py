@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -147,7 +148,10 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
         unit: what to sync; ``boxes`` its per-frame integer crop boxes (None: skip that frame).
         samples: the character's 16 kHz stem samples (film-aligned).
         model: the generator.
-        model_slot: gives a context manager held around each model call (the card's lock).
+        model_slot: gives a context manager held while this unit uses the model (the card's
+            lock): units in threads take the card in turn, each for all its frames, so that
+            they finish one after the other, in the order they got it (the assembly streams
+            them as they come), instead of all together at the end.
     """
     batch_size = batch_size or model.batch_size
     starts = unit_mel_starts(scan, unit, len(samples), info.average_rate)
@@ -157,9 +161,7 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
     batch_crops, batch_mels, batch_meta = [], [], []
 
     def run_batch():
-        slot = model_slot() if model_slot else contextlib.nullcontext()
-        with slot:
-            preds = model(np.stack(batch_mels), np.stack(batch_crops))
+        preds = model(np.stack(batch_mels), np.stack(batch_crops))
         for (index, box), pred in zip(batch_meta, preds):
             frames_out.append(index)
             boxes_out.append(box)
@@ -182,14 +184,19 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
             col = int(starts[offset]) - first_col
             yield index, box, crop_face(to_bgr(frame), box), mel[:, col : col + MEL_STEP_SIZE]
 
-    for index, box, crop, window in in_background(crops(), maxsize=2 * batch_size):
-        batch_crops.append(crop)
-        batch_mels.append(window)
-        batch_meta.append((index, box))
-        if len(batch_crops) == batch_size:
+    items = in_background(crops(), maxsize=2 * batch_size)
+    # The first crop is taken before the model is ours: the decoding thread then fills its
+    # queue while an earlier unit still has the model, and the model never waits for a seek.
+    first = next(items, None)
+    with model_slot() if model_slot else contextlib.nullcontext():
+        for index, box, crop, window in itertools.chain([first] if first else [], items):
+            batch_crops.append(crop)
+            batch_mels.append(window)
+            batch_meta.append((index, box))
+            if len(batch_crops) == batch_size:
+                run_batch()
+        if batch_crops:
             run_batch()
-    if batch_crops:
-        run_batch()
     with writing(out_path) as tmp:
         np.savez(tmp, frames=np.asarray(frames_out, np.int64),
                  boxes=np.asarray(boxes_out, np.int64).reshape(-1, 4),

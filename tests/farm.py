@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.temporary_server import drain_prefect_senders, free_port  # noqa: F401 - tests'
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_binaries() -> Path | None:
@@ -217,16 +212,6 @@ class Farm:
         if self.database:
             self.database.stop()
             self.database = None
-
-
-def drain_prefect_senders(timeout: float = 30.0) -> None:
-    """Send what Prefect's log and event workers hold and stop them (new ones start with the
-    settings then in force)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for service in (APILogWorker, EventsWorker):
-        service.drain_all(timeout=timeout, at_exit=False)
 
 
 def _healthy(api_url: str) -> bool:

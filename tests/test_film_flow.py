@@ -275,6 +275,81 @@ def test_ephemeral_mode_without_a_server(film, synthetic_generator, detector_wei
     assert summary["frames"] == 40 and summary["frames_changed"] == 0
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie nobody reaped has stopped running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_dub_leaves_no_server_behind(film, synthetic_generator, detector_weights,
+                                            tmp_path):
+    """`lipdub dub` without a server starts its own; killed by SIGKILL (no clean-up of its own
+    can run), its temporary server goes with it, and no output is left."""
+    out = tmp_path / "killed.mkv"
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(
+        job_dict(film, synthetic_generator, detector_weights, out)))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect_home")
+    proc = run_cli(["dub", str(tmp_path / "job.yaml")], env)
+    deadline = time.time() + 300
+    while not list((tmp_path / "cache").rglob("scan_*.npz")):  # the flow runs on its server
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.1)
+    children = {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                .read_text().split()}
+    assert any("uvicorn" in Path(f"/proc/{c}/cmdline").read_text() for c in children)
+    os.kill(proc.pid, signal.SIGKILL)  # lipdub alone, not its process group
+    proc.wait()
+    deadline = time.time() + 10
+    while any(_running(c) for c in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if _running(c)]
+    assert not out.exists() and not list(tmp_path.glob("*.partial*"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum, moment", [(signal.SIGHUP, "tracking"),
+                                            (signal.SIGTERM, "lip sync"),
+                                            (signal.SIGINT, "lip sync")])
+def test_a_signal_stops_dub_promptly_and_leaves_nothing(film, synthetic_generator,
+                                                        detector_weights, tmp_path, signum,
+                                                        moment):
+    """SIGHUP (a closed terminal), SIGTERM (a farm's stop) and SIGINT on `lipdub dub`: out
+    within 5 s with status 128 + the signal, no output or partial file (hidden ones included)
+    anywhere, its temporary server gone; finished work stays in the work folder."""
+    out = tmp_path / "out" / "stopped.mkv"
+    out.parent.mkdir()
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(
+        job_dict(film, synthetic_generator, detector_weights, out)))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect_home")
+    proc = run_cli(["dub", str(tmp_path / "job.yaml")], env)
+    work = out.parent / "cache"
+    reached = {"tracking": lambda: list(work.rglob("scan_*.npz")),
+               # units are being synced and the film assembled beside them, into a hidden file
+               "lip sync": lambda: list(out.parent.glob(".stopped.partial*"))}[moment]
+    deadline = time.time() + 300
+    while not reached():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    children = {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                .read_text().split()}
+    sent = time.time()
+    proc.send_signal(signum)
+    log, _ = proc.communicate(timeout=60)
+    assert time.time() - sent < 5, f"took {time.time() - sent:.1f} s to stop"
+    assert proc.returncode == 128 + signum, log
+    assert f"stopped by {signal.Signals(signum).name}" in log
+    assert "Traceback" not in log, log
+    assert not [c for c in children if _running(c)]
+    left = [p.name for p in tmp_path.rglob("*") if "partial" in p.name]
+    assert not out.exists() and not left, left
+
+
 def test_bad_job_specs_fail_before_any_work(film, synthetic_generator, detector_weights,
                                             media_dir, tmp_path, capsys):
     short = write_stem(tmp_path / "short.wav", [], 2.0)

@@ -1,0 +1,87 @@
+"""Stopping a command on SIGTERM, SIGHUP or SIGINT: promptly, and leaving nothing behind.
+
+A render farm stops a job with SIGTERM, a closed terminal sends SIGHUP, Ctrl-C SIGINT. Python's
+default for the first two ends the process at once, so no ``finally`` runs: partial outputs stay
+on disk and children are orphaned. :func:`install_handlers` (the CLI's first step) turns each of
+them into :class:`Stopped` raised in the main thread, whose clean-up then runs as after any
+error (partial files removed, children stopped, the Prefect run marked as crashed). Work running
+in other threads (a film's task threads, the assembly) calls :func:`check` in its loops and ends
+the same way, so the process exits within a second or two.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+_requested = threading.Event()
+_signal_number: list[int] = []
+
+
+class Stopped(KeyboardInterrupt):
+    """The command was told to stop (a KeyboardInterrupt, so ``except Exception`` lets it
+    through, as it does Ctrl-C).
+
+    Attributes:
+        signum: the signal that asked for it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def install_handlers() -> None:
+    """Raise :class:`Stopped` in the main thread on SIGTERM, SIGHUP and SIGINT (call from the
+    main thread; a signal that arrives while stopping is ignored, the stop is under way)."""
+    for signum in SIGNALS:
+        signal.signal(signum, _handler)
+
+
+def check() -> None:
+    """Raise :class:`Stopped` if a stop was asked for (for loops outside the main thread)."""
+    if _requested.is_set():
+        raise Stopped(_signal_number[0])
+
+
+def requested() -> bool:
+    """Whether a stop was asked for."""
+    return _requested.is_set()
+
+
+def signal_number() -> int:
+    """The signal that asked for the stop (SIGTERM when a stop was asked for otherwise)."""
+    return _signal_number[0] if _signal_number else signal.SIGTERM
+
+
+def request(signum: int = signal.SIGTERM) -> None:
+    """Ask every loop that calls :func:`check` to stop (a flow stopped by Prefect's own
+    SIGTERM handling, which raises in the main thread only, tells its task threads so)."""
+    if not _requested.is_set():
+        _signal_number.append(signum)
+        _requested.set()
+
+
+@contextmanager
+def workers_stop_with_me() -> Iterator[None]:
+    """Around a main thread that waits on worker threads: when it is interrupted (a signal,
+    Prefect's own TerminationSignal, Ctrl-C), the workers' loops stop as well instead of
+    finishing their work while the process waits for them."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:
+        request()
+        raise
+
+
+def _handler(signum: int, frame) -> None:
+    if _requested.is_set():
+        return
+    _signal_number.append(signum)
+    _requested.set()
+    raise Stopped(signum)
