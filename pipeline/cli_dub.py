@@ -58,6 +58,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+WARM_SCAN_SECONDS = 600.0  # films up to this long are scanned while the server boots
+
+
+def _while_the_server_boots(job, server) -> None:
+    """The run's first steps, taken while the temporary server boots (5-7 s on 2 cores, most of
+    it after this process is ready to run): the generator and the detector loaded into this
+    process's model cache, the generator's checksum, and for a film of up to ten minutes its
+    shots, found and kept in the work folder. The flow then finds them done. (A longer film's
+    scan would hold back the run's start in the Prefect UI; it is scanned by the flow.)"""
+    from pipeline import film_stages
+    from pipeline.media import probe_video
+    from pipeline.roots import require_within_roots, roots_from_env
+    from pipeline.segment_sync import film_fingerprint
+
+    require_within_roots(job, roots_from_env())  # as the flow does, before any file is opened
+    film_stages.detector(job)  # the generator too: the detector goes on the generator's device
+    film_stages.generator_sha(job)
+    info = probe_video(job.film)
+    seconds = info.frame_count / float(info.average_rate) if info.average_rate else 0.0
+    if 0 < seconds <= WARM_SCAN_SECONDS and not server.ready():
+        work = film_stages.film_work_dir(job, film_fingerprint(job.film))
+        work.mkdir(parents=True, exist_ok=True)
+        film_stages.film_shots(job, info, work)
+
+
 def _dub(job, server) -> dict:
     from contextlib import nullcontext
 
@@ -67,6 +92,7 @@ def _dub(job, server) -> dict:
     from pipeline.flows import dub_film
 
     if server:
+        _while_the_server_boots(job, server)
         server.wait_ready()
     # Named and tagged as the editor plugins name theirs; the whole job (paths resolved) is the
     # run's parameter, so the Prefect UI shows what is being dubbed, not a YAML path.

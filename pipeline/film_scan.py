@@ -141,7 +141,7 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
             break
         if offset % every == 0:
             keyframes.append((index, to_bgr(frame, small_w, small_h)))
-            if len(keyframes) == 16:
+            if len(keyframes) == 8:
                 flush()
     if keyframes:
         flush()

@@ -8,6 +8,7 @@ it there and nothing is computed twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
@@ -21,6 +22,7 @@ from .job import JobSpec
 from .media import VideoInfo
 from .segment_sync import SyncUnit, lipsync_unit, unit_boxes, unit_key
 from .shots import shots_from_cuts
+from .stem_mel import stem_mel
 from .stems import StemAnalysis
 from .work_cache import cache_key, file_sha256, writing
 
@@ -28,7 +30,6 @@ SCAN_VERSION = 1  # of what a cached scan holds
 
 _models: dict[tuple, object] = {}
 _models_lock = threading.RLock()  # re-entrant: the detector asks for the generator's device
-_device_locks: dict[str, threading.Lock] = {}
 
 
 def _cached_model(kind: str, key: tuple, build):
@@ -56,14 +57,6 @@ def generator(job: JobSpec):
                                               precision=s.precision))
 
 
-def card_lock(device: str) -> threading.Lock:
-    """One unit at a time per card in this process: units in threads take the card in turn
-    (each for all its frames) instead of interleaving their batches (a whole worker owns its
-    card, see serve)."""
-    with _models_lock:
-        return _device_locks.setdefault(device, threading.Lock())
-
-
 @functools.cache
 def code_version() -> str:
     """sha256 of lipdub's own source (pipeline/ and models/): two machines agree on pictures
@@ -75,6 +68,11 @@ def code_version() -> str:
             h.update(str(path.relative_to(root)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def film_work_dir(job: JobSpec, film_id: str) -> Path:
+    """The film's own folder in the job's work folder (named by its fingerprint)."""
+    return job.cache_dir / film_id[:16]
 
 
 def scan_path(job: JobSpec, work: Path) -> Path:
@@ -162,16 +160,21 @@ def unit_path(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit, tra
 
 def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
                 track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
-                work: Path) -> dict:
-    """Lip-sync one unit, or find it done: ``{"unit", "path", "cached"}``."""
-    model = generator(job)
-    path, boxes = unit_path(job, info, scan, unit, track, stem, film_id, weights_sha, work,
-                            device_type=model.device.type, precision=model.precision)
-    if path.exists():
-        return {"unit": unit.name, "path": str(path), "cached": True}
-    lock = card_lock(str(model.device))
-    lipsync_unit(info, scan, unit, boxes, stem.samples(), model, path,
-                 batch_size=job.settings.batch_size, model_slot=lambda: lock)
+                work: Path, card_turn=None) -> dict:
+    """Lip-sync one unit, or find it done: ``{"unit", "path", "cached"}``.
+
+    ``card_turn``: gives the unit's turn on the card when units run in threads
+    (:meth:`pipeline.turns.Turns.turn`); the turn is over when this returns or fails, and is
+    given up when the unit is found done.
+    """
+    with card_turn() if card_turn else contextlib.nullcontext(None) as wait_for_card:
+        model = generator(job)
+        path, boxes = unit_path(job, info, scan, unit, track, stem, film_id, weights_sha, work,
+                                device_type=model.device.type, precision=model.precision)
+        if path.exists():
+            return {"unit": unit.name, "path": str(path), "cached": True}
+        lipsync_unit(info, scan, unit, boxes, stem_mel(stem.samples_path), model, path,
+                     batch_size=job.settings.batch_size, wait_for_card=wait_for_card)
     return {"unit": unit.name, "path": str(path), "cached": False}
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future as ConcurrentFuture
 from dataclasses import asdict
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -30,6 +31,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from . import stopping
 from .assemble import assemble_film
 from .errors import LipdubError
 from .fan_out import (
@@ -46,6 +48,7 @@ from .film_stages import (
     code_version,
     detector_identity,
     film_shots,
+    film_work_dir,
     generator_sha,
     shot_tracks,
     tracks_path,
@@ -60,9 +63,11 @@ from .roots import require_within_roots, roots_from_env
 from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
 from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
+from .stem_mel import stem_mel
 from .stems import StemAnalysis, mix_stems, stem_analysis
 from .stopping import workers_stop_with_me
 from .timecode import read_timecode
+from .turns import Turns
 from .work_cache import cache_key, file_sha256, writing
 
 __all__ = ["dub_film", "scan_task", "tracks_path"]
@@ -85,15 +90,18 @@ def track_task(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int,
 
 @task(name="analyse stem", task_run_name="analyse stem {character}", cache_policy=NO_CACHE)
 def stem_task(job: JobSpec, character: str, work: Path) -> StemAnalysis:
-    return stem_analysis(character, job.stems[character], work / "stems",
-                         min_segment=job.settings.min_segment)
+    analysed = stem_analysis(character, job.stems[character], work / "stems",
+                             min_segment=job.settings.min_segment)
+    stem_mel(analysed.samples_path)  # in a child, while the faces are tracked
+    return analysed
 
 
 @task(name="lip-sync", task_run_name="lip-sync {unit.name}", cache_policy=NO_CACHE, retries=1)
 def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
                  track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
-                 work: Path) -> dict:
-    return unit_result(job, info, scan, unit, track, stem, film_id, weights_sha, work)
+                 work: Path, card_turn=None) -> dict:
+    return unit_result(job, info, scan, unit, track, stem, film_id, weights_sha, work,
+                       card_turn)
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
@@ -157,7 +165,7 @@ def dub_film(job: dict | str) -> dict:
              ", ".join(spec.stems))
     info = probe_video(spec.film)
     film_id = film_fingerprint(spec.film)
-    work = spec.cache_dir / film_id[:16]
+    work = film_work_dir(spec, film_id)
     work.mkdir(parents=True, exist_ok=True)
 
     artifact = create_progress_artifact(0.0, key="lipdub-progress", description="scanning")
@@ -281,34 +289,38 @@ def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncU
                assemble: Callable[[list], PrefectFuture]) -> tuple[dict[int, dict], PrefectFuture]:
     """Lip-sync the units in this process's task threads while the film is assembled.
 
-    Units take the generator one at a time, whole (pipeline.film_stages.card_lock), in film
-    order: at most two are started at once, the second decoding its first frames while the
-    first has the generator. The assembly runs beside them and waits for each unit's pictures
+    Units take the generator one at a time, whole, in film order (pipeline.turns): at most
+    two are started at once, the second decoding its first frames while the first has the
+    generator. The assembly runs beside them and waits for each unit's pictures
     when it reaches them, so compositing and encoding overlap the generator as in ``lipdub
     sync``.
     """
     files = [ConcurrentFuture() for _ in units]
+    turns = Turns()
     assembly = assemble([files[i].result for i in range(len(units))])
     finished: dict[int, dict] = {}
     running: dict = {}
     queued = iter(enumerate(units))
-    with workers_stop_with_me():
-        try:
+    try:
+        with workers_stop_with_me():  # first: a stop is known before the finally below
             while len(finished) < len(units):
                 while len(running) < UNITS_IN_FLIGHT and (item := next(queued, None)):
                     i, u = item
                     track = by_track[(u.shot, u.track_id)]
                     running[lipsync_task.submit(spec, info, scan, u, track, stems[u.character],
-                                                film_id, weights_sha, work)] = i
+                                                film_id, weights_sha, work,
+                                                partial(turns.turn, i))] = i
                 future = next(as_completed(list(running)))
                 i = running.pop(future)
                 finished[i] = future.result()
                 files[i].set_result(Path(finished[i]["path"]))
                 unit_done(units[i].end - units[i].start)
-        finally:  # a failed unit (or a stop) ends the assembly too, without its output
-            for f in files:
-                if not f.done():
-                    f.set_exception(LipdubError("the lip sync ended before this unit"))
+    finally:  # a failed unit (or a stop) ends the assembly too, without its output
+        for f in files:
+            if not f.done():
+                f.set_exception(stopping.Stopped(stopping.signal_number())
+                                if stopping.requested()
+                                else LipdubError("the lip sync ended before this unit"))
     return finished, assembly
 
 

@@ -7,7 +7,6 @@ inputs (see :func:`unit_key`), so a rerun after a crash or a kill skips finished
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -18,12 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .audio import (
-    HOP_SIZE,
     MEL_STEP_SIZE,
     constant_frame_rate,
     frame_mel_starts,
-    mel_columns,
-    melspectrogram,
     with_silence,
 )
 from .background import in_background
@@ -34,7 +30,6 @@ from .media import VideoInfo, iter_video_frames
 from .routing import Decision
 from .work_cache import writing
 
-MEL_MARGIN_COLUMNS = 8  # mel columns computed beyond a unit's ends (STFT edges, pre-emphasis)
 # Part of every unit's cache key: bumped when the same inputs give other pictures (2: mel
 # windows picked as the reference picks them), so that no older result is served.
 UNIT_VERSION = 2
@@ -89,37 +84,13 @@ def unit_boxes(unit: SyncUnit, track: TrackInfo, info: VideoInfo, pads) -> list:
             for f in range(unit.start, unit.end)]
 
 
-def _mel_window(samples: np.ndarray, starts: np.ndarray):
-    """The mel columns a unit's windows read, computed so they equal the whole-stem mel's.
-
-    Arguments:
-        samples: the character's whole stem, 16 kHz.
-        starts: the unit's frames' window starts (global columns, :func:`unit_mel_starts`).
-
-    Returns:
-        (mel, first_column): local mel and the global column of its column 0.
-    """
-    first = max(0, int(starts.min()) - MEL_MARGIN_COLUMNS)
-    last = int(starts.max()) + MEL_STEP_SIZE + MEL_MARGIN_COLUMNS
-    # Column j of a mel is centred on sample 200*j: cut the samples on that grid. A window that
-    # reaches the stem's end takes the samples up to it and no further, so that the STFT's
-    # reflect padding there is the whole stem's; columns past the stem are silence.
-    lo, hi = first * HOP_SIZE, last * HOP_SIZE
-    piece = np.asarray(samples[lo : hi if last < mel_columns(len(samples)) else None],
-                       dtype=np.float32)
-    mel = (melspectrogram(piece) if len(piece) > 4 * HOP_SIZE
-           else np.zeros((80, 0), np.float32))  # nothing of the stem left: all silence
-    mel = with_silence(mel, last - first)
-    # The window's own start (reflect padding, pre-emphasis from rest) only touches the margin.
-    return mel, first
-
-
-def unit_mel_starts(scan: FilmScan, unit: SyncUnit, n_samples: int, rate) -> np.ndarray:
+def unit_mel_starts(scan: FilmScan, unit: SyncUnit, columns: int, rate) -> np.ndarray:
     """Global mel start column of each of a unit's frames, as ``lipdub sync`` picks them for
-    the whole film with the stem as its dub (:func:`pipeline.audio.frame_mel_starts`)."""
+    the whole film with the stem (a mel of ``columns`` columns) as its dub
+    (:func:`pipeline.audio.frame_mel_starts`)."""
     seconds = scan.times - scan.times[0]
     fps = constant_frame_rate(seconds, float(rate) if rate else None)
-    return frame_mel_starts(seconds, mel_columns(n_samples), fps)[unit.start : unit.end]
+    return frame_mel_starts(seconds, columns, fps)[unit.start : unit.end]
 
 
 def unit_key(unit: SyncUnit, boxes: list, scan: FilmScan, samples: np.ndarray, film_id: str,
@@ -138,24 +109,27 @@ def unit_key(unit: SyncUnit, boxes: list, scan: FilmScan, samples: np.ndarray, f
 
 
 def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
-                 samples: np.ndarray, model: LipSyncModel, out_path: Path, *,
+                 mel: np.ndarray, model: LipSyncModel, out_path: Path, *,
                  batch_size: int | None = None,
-                 model_slot: Callable[[], contextlib.AbstractContextManager] | None = None) -> Path:
+                 wait_for_card: Callable[[], None] | None = None) -> Path:
     """Run the generator on a unit's frames and save the result (atomically) at ``out_path``.
 
     Arguments:
         info, scan: the film.
         unit: what to sync; ``boxes`` its per-frame integer crop boxes (None: skip that frame).
-        samples: the character's 16 kHz stem samples (film-aligned).
+        mel: the mel of the character's whole stem (film-aligned; :mod:`pipeline.stem_mel`).
         model: the generator.
-        model_slot: gives a context manager held while this unit uses the model (the card's
-            lock): units in threads take the card in turn, each for all its frames, so that
-            they finish one after the other, in the order they got it (the assembly streams
-            them as they come), instead of all together at the end.
+        wait_for_card: returns when it is this unit's turn on the card (units in threads
+            take the card one at a time, each for all its frames, in film order:
+            :mod:`pipeline.turns`), so that they finish one after the other and the assembly
+            streams them as they come. Called once the first frame is ready.
     """
     batch_size = batch_size or model.batch_size
-    starts = unit_mel_starts(scan, unit, len(samples), info.average_rate)
-    mel, first_col = _mel_window(samples, starts)
+    starts = unit_mel_starts(scan, unit, mel.shape[1], info.average_rate)
+    first_col = int(starts.min())
+    # Only the columns the unit reads leave the memory map; past the stem's end, silence.
+    mel = with_silence(np.array(mel[:, first_col : int(starts.max()) + MEL_STEP_SIZE]),
+                       int(starts.max()) + MEL_STEP_SIZE - first_col)
     end_time = float(scan.times[unit.end]) if unit.end < len(scan.times) else None
     frames_out, boxes_out, preds_out = [], [], []
     batch_crops, batch_mels, batch_meta = [], [], []
@@ -185,18 +159,19 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
             yield index, box, crop_face(to_bgr(frame), box), mel[:, col : col + MEL_STEP_SIZE]
 
     items = in_background(crops(), maxsize=2 * batch_size)
-    # The first crop is taken before the model is ours: the decoding thread then fills its
-    # queue while an earlier unit still has the model, and the model never waits for a seek.
+    # The first crop is taken before the card is ours: the decoding thread then fills its queue
+    # while an earlier unit still has the card, which never waits for a seek.
     first = next(items, None)
-    with model_slot() if model_slot else contextlib.nullcontext():
-        for index, box, crop, window in itertools.chain([first] if first else [], items):
-            batch_crops.append(crop)
-            batch_mels.append(window)
-            batch_meta.append((index, box))
-            if len(batch_crops) == batch_size:
-                run_batch()
-        if batch_crops:
+    if wait_for_card:
+        wait_for_card()
+    for index, box, crop, window in itertools.chain([first] if first else [], items):
+        batch_crops.append(crop)
+        batch_mels.append(window)
+        batch_meta.append((index, box))
+        if len(batch_crops) == batch_size:
             run_batch()
+    if batch_crops:
+        run_batch()
     with writing(out_path) as tmp:
         np.savez(tmp, frames=np.asarray(frames_out, np.int64),
                  boxes=np.asarray(boxes_out, np.int64).reshape(-1, 4),

@@ -65,6 +65,10 @@ class TemporaryServer:
             start_new_session=True, preexec_fn=partial(die_with_parent, os.getpid()))
         return cls(process, port, log)
 
+    def ready(self) -> bool:
+        """Whether the server answers now."""
+        return self.process.poll() is None and _healthy(self.api_url)
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """Until the server answers its health check; a clear error if it exits or hangs."""
         deadline = time.monotonic() + timeout

@@ -181,3 +181,22 @@ def test_dub_mel_is_the_references_then_silence(media_dir):
     np.testing.assert_array_equal(mel[:, n:], SILENT_MEL)
     np.testing.assert_allclose(padded[:, n + 3 : n + 240], SILENT_MEL, atol=1e-6)
     assert dub.with_columns(10) is dub.mel  # a shorter picture needs nothing added
+
+
+def test_a_stem_mel_kept_in_blocks_is_the_whole_stems_mel(media_dir, tmp_path):
+    """The film path's stem mel (computed block by block in a child process, then memory-mapped)
+    equals the mel of the whole stem taken at once, the reference's, to float rounding."""
+    from pipeline.stem_mel import stem_mel, stem_mel_path, write_stem_mel
+    from pipeline.stems import analyse_stem
+
+    stem = analyse_stem("anna", media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav",
+                        tmp_path)
+    whole = melspectrogram(stem.samples())
+    assert whole.shape[1] > 700
+    # Small blocks (and one ending a column short of the last) against the whole.
+    write_stem_mel(stem.samples_path, tmp_path / "blocks.npy", block=97)
+    np.testing.assert_allclose(np.load(tmp_path / "blocks.npy"), whole, rtol=0, atol=2e-5)
+    kept = stem_mel(stem.samples_path)  # computed by a child process
+    assert stem_mel_path(stem.samples_path).exists() and isinstance(kept, np.memmap)
+    np.testing.assert_allclose(kept, whole, rtol=0, atol=2e-5)
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []

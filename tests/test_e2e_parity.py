@@ -131,6 +131,7 @@ def test_the_film_unit_renderer_feeds_the_generator_the_same(
     from pipeline.lipsync import LipSyncModel
     from pipeline.media import probe_video
     from pipeline.segment_sync import SyncUnit, lipsync_unit
+    from pipeline.stem_mel import stem_mel
     from pipeline.stems import analyse_stem
 
     info = probe_video(media_dir / "video" / FLAG)  # the clip as a one-shot film
@@ -144,6 +145,6 @@ def test_the_film_unit_renderer_feeds_the_generator_the_same(
     unit = SyncUnit(shot=0, track_id=0, character="anna", start=0, end=len(scan.times))
     model = LipSyncModel(seed1_generator, device="cpu", precision="fp32")
     capture = Capture(model)
-    lipsync_unit(info, scan, unit, [(x1, y1, x2, y2)] * (unit.end - unit.start), samples, model,
-                 tmp_path / "unit.npz")
+    lipsync_unit(info, scan, unit, [(x1, y1, x2, y2)] * (unit.end - unit.start),
+                 stem_mel(stem.samples_path), model, tmp_path / "unit.npz")
     _compare(reference, *capture.arrays())

@@ -330,8 +330,10 @@ def test_a_signal_stops_dub_promptly_and_leaves_nothing(film, synthetic_generato
     proc = run_cli(["dub", str(tmp_path / "job.yaml")], env)
     work = out.parent / "cache"
     reached = {"tracking": lambda: list(work.rglob("scan_*.npz")),
-               # units are being synced and the film assembled beside them, into a hidden file
-               "lip sync": lambda: list(out.parent.glob(".stopped.partial*"))}[moment]
+               # the first of two units done, the second being synced, the film assembled
+               # beside them into a hidden file, waiting for the second
+               "lip sync": lambda: [p for p in work.rglob("units/*.npz")
+                                    if not p.name.startswith(".")]}[moment]
     deadline = time.time() + 300
     while not reached():
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
