@@ -27,7 +27,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
+from prefect.context import TagsContext
+from prefect.futures import as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -156,6 +157,14 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
 @flow(name="dub_film", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def dub_film(job: dict | str) -> dict:
     """Dub a film as the job spec says (a dict, YAML text or a path to a YAML file)."""
+    # The run's tags (film, characters) label it in the UI; its task runs do not take them up:
+    # a tagged task run first asks the server for tag concurrency slots, a write that waited
+    # 1.8-2.2 s behind the run's own log and event writes on the temporary SQLite server.
+    with TagsContext(current_tags=set()):
+        return _dub_film(job)
+
+
+def _dub_film(job: dict | str) -> dict:
     log = get_run_logger()
     clock = {"start": time.perf_counter()}
     spec = parse_job(Path(job) if isinstance(job, str) and "\n" not in job else job)
@@ -216,17 +225,22 @@ def dub_film(job: dict | str) -> dict:
     tags = provenance_metadata([asdict(u) for u in units], rate=info.average_rate,
                                timecode=start_tc)
 
-    def assemble(files: list) -> PrefectFuture:
-        return assemble_task.submit(spec, info, scan,
-                                    [(u.start, u.end, f) for u, f in zip(units, files)], audio,
+    # The film is assembled while its units are lip-synced (here or on the farm): the assembly
+    # waits for each unit's pictures when it reaches them.
+    files = _UnitFiles(len(units))
+    assembly = assemble_task.submit(spec, info, scan, [(u.start, u.end, wait) for u, wait
+                                                       in zip(units, files.waiters())], audio,
                                     start_tc.text if start_tc else None, tags)
-
-    if fan:
-        finished = fan.units(units, tracks, stems, detector_sha, weights_sha, unit_done)
-        assembly = assemble([Path(finished[i]["path"]) for i in range(len(units))])
-    else:
-        finished, assembly = _sync_here(spec, info, scan, units, by_track, stems, film_id,
-                                        weights_sha, work, unit_done, assemble)
+    try:
+        with workers_stop_with_me():  # first: a stop is known before the finally below
+            if fan:
+                finished = fan.units(units, tracks, stems, detector_sha, weights_sha,
+                                     unit_done, files.done)
+            else:
+                finished = _sync_here(spec, info, scan, units, by_track, stems, film_id,
+                                      weights_sha, work, unit_done, files.done)
+    finally:
+        files.end()
     results = [(u, finished[i]) for i, u in enumerate(units)]  # in film order
     clock["synced"] = time.perf_counter()
     progress.update("assembly", 0, 1, "writing the output")
@@ -283,45 +297,54 @@ def _deployment_name() -> str | None:
     return deployment.name
 
 
-def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncUnit],
-               by_track: dict, stems: dict, film_id: str, weights_sha: str, work: Path,
-               unit_done: Callable[[int], None],
-               assemble: Callable[[list], PrefectFuture]) -> tuple[dict[int, dict], PrefectFuture]:
-    """Lip-sync the units in this process's task threads while the film is assembled.
+class _UnitFiles:
+    """Each unit's result file as soon as it is done, for the assembly running beside."""
 
-    Units take the generator one at a time, whole, in film order (pipeline.turns): at most
-    two are started at once, the second decoding its first frames while the first has the
-    generator. The assembly runs beside them and waits for each unit's pictures
-    when it reaches them, so compositing and encoding overlap the generator as in ``lipdub
-    sync``.
-    """
-    files = [ConcurrentFuture() for _ in units]
-    turns = Turns()
-    assembly = assemble([files[i].result for i in range(len(units))])
-    finished: dict[int, dict] = {}
-    running: dict = {}
-    queued = iter(enumerate(units))
-    try:
-        with workers_stop_with_me():  # first: a stop is known before the finally below
-            while len(finished) < len(units):
-                while len(running) < UNITS_IN_FLIGHT and (item := next(queued, None)):
-                    i, u = item
-                    track = by_track[(u.shot, u.track_id)]
-                    running[lipsync_task.submit(spec, info, scan, u, track, stems[u.character],
-                                                film_id, weights_sha, work,
-                                                partial(turns.turn, i))] = i
-                future = next(as_completed(list(running)))
-                i = running.pop(future)
-                finished[i] = future.result()
-                files[i].set_result(Path(finished[i]["path"]))
-                unit_done(units[i].end - units[i].start)
-    finally:  # a failed unit (or a stop) ends the assembly too, without its output
-        for f in files:
+    def __init__(self, count: int) -> None:
+        self._files = [ConcurrentFuture() for _ in range(count)]
+
+    def waiters(self) -> list[Callable[[], Path]]:
+        return [f.result for f in self._files]
+
+    def done(self, index: int, path: str) -> None:
+        self._files[index].set_result(Path(path))
+
+    def end(self) -> None:
+        """A failed unit or a stop ends the assembly too (without its output)."""
+        for f in self._files:
             if not f.done():
                 f.set_exception(stopping.Stopped(stopping.signal_number())
                                 if stopping.requested()
                                 else LipdubError("the lip sync ended before this unit"))
-    return finished, assembly
+
+
+def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncUnit],
+               by_track: dict, stems: dict, film_id: str, weights_sha: str, work: Path,
+               unit_done: Callable[[int], None],
+               unit_file: Callable[[int, str], None]) -> dict[int, dict]:
+    """Lip-sync the units in this process's task threads.
+
+    Units take the generator one at a time, whole, in film order (pipeline.turns): at most
+    two are started at once, the second decoding its first frames while the first has the
+    generator; ``unit_file`` hears of each unit's file as it is done (the assembly runs beside
+    them, so compositing and encoding overlap the generator as in ``lipdub sync``).
+    """
+    turns = Turns()
+    finished: dict[int, dict] = {}
+    running: dict = {}
+    queued = iter(enumerate(units))
+    while len(finished) < len(units):
+        while len(running) < UNITS_IN_FLIGHT and (item := next(queued, None)):
+            i, u = item
+            track = by_track[(u.shot, u.track_id)]
+            running[lipsync_task.submit(spec, info, scan, u, track, stems[u.character],
+                                        film_id, weights_sha, work, partial(turns.turn, i))] = i
+        future = next(as_completed(list(running)))
+        i = running.pop(future)
+        finished[i] = future.result()
+        unit_file(i, finished[i]["path"])
+        unit_done(units[i].end - units[i].start)
+    return finished
 
 
 def _tracks_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, detector_sha: str,
@@ -383,7 +406,7 @@ class _FanOut:
         return {i: load_tracks(p) for i, p in sorted(paths.items())}
 
     def units(self, units: list[SyncUnit], tracks: dict, stems: dict, detector_sha: str,
-              weights_sha: str, unit_done) -> dict[int, dict]:
+              weights_sha: str, unit_done, unit_file) -> dict[int, dict]:
         spec, scan, work = self.spec, self.scan, self.work
         device_type, precision = farm_precision(spec.settings, self.farm)
         by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
@@ -394,6 +417,7 @@ class _FanOut:
                                 device_type=device_type, precision=precision)
             if path.exists():
                 finished[i] = {"unit": u.name, "path": str(path), "cached": True}
+                unit_file(i, str(path))
                 unit_done(u.end - u.start)
             else:
                 missing.append(i)
@@ -412,6 +436,7 @@ class _FanOut:
             for i, item in zip(chunk.items, record["items"]):
                 finished[i] = {"unit": item["unit"], "path": item["path"],
                                "cached": not item["computed"]}
+                unit_file(i, item["path"])
             unit_done(chunk.frames)
 
         chunks = make_chunks("lipsync", missing, frames, self.count(sum(frames)), "units")

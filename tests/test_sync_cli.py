@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -303,3 +305,36 @@ def test_the_dub_child_dies_with_its_parent_even_on_sigkill(media_dir):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_mid_render_stops_sync_and_leaves_nothing(media_dir, tmp_path, signum,
+                                                           synthetic_generator,
+                                                           detector_weights):
+    """A farm's stop (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C while `lipdub sync`
+    writes: out within 5 s, status 128 + the signal, one line, no output or hidden partial
+    file, no child left."""
+    clip = media_dir / "video" / "talkinghead_woman_flag__vretalk_face3.mp4"
+    dub = media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav"
+    out = tmp_path / "out" / "clip.mkv"
+    out.parent.mkdir()
+    args = sync_args(media_dir, clip, dub, out, synthetic_generator, detector_weights)
+    proc = subprocess.Popen(lipdub_command() + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.parent.glob(".*partial*")):  # the render is writing
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    children = {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                .read_text().split()}
+    sent = time.time()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - sent < 5
+    assert proc.returncode == 128 + signum, err
+    assert err.strip() == f"lipdub: stopped by {signal.Signals(signum).name}", err
+    assert list(out.parent.iterdir()) == []
+    assert not [c for c in children if Path(f"/proc/{c}").exists()
+                and Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
