@@ -103,7 +103,7 @@ def run(minutes: float, args, folder: Path) -> dict:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     own_peak = 0
     while proc.poll() is None:
-        own_peak = max(own_peak, _peak_kib(proc.pid))  # the lipdub process alone
+        own_peak = max(own_peak, peak_kib(proc.pid))  # the lipdub process alone
         time.sleep(0.5)
     if proc.returncode:
         raise SystemExit(f"lipdub dub failed for the {minutes} min film")
@@ -116,7 +116,8 @@ def run(minutes: float, args, folder: Path) -> dict:
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
 
 
-def _peak_kib(pid: int) -> int:
+def peak_kib(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (VmHWM), KiB; 0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

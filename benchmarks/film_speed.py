@@ -13,10 +13,11 @@ H.264 out, QC off, run in-process with its temporary Prefect server, as a user r
 is a fresh process; wall time, user+system CPU of the process tree and the lipdub process's own
 peak RSS (VmHWM) are measured from outside.
 
-The multi-shot film (``tests/filmmaker.py``: a lone speaker, a split screen with a listener and
-a crowd nobody speaks in, in turn, two characters) is dubbed at fp32; its lip-sync stage's
-frames per second (synced frames / the summary's ``lipsync_s``) is compared with the sync
-engine's (frames / ``render_s`` of the longest one-shot ``lipdub sync`` at fp32).
+The multi-shot film (``benchmarks/film_scale.py``'s scene from ``tests/filmmaker.py``: a lone
+speaker, a split screen with a listener and a crowd nobody speaks in, in turn, two characters)
+is dubbed at fp32; its lip-sync stage's frames per second (synced frames / the summary's
+``lipsync_s``) is compared with the sync engine's (frames / ``render_s`` of the longest
+one-shot ``lipdub sync`` at fp32).
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from filmmaker import make_film, write_stem  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from film_memory import peak_kib  # noqa: E402
+
 FLAG = "talkinghead_woman_flag__vretalk_face3.mp4"
 VOICES = ["en_ljspeech_LJ001-0001__coqui.wav", "en_librispeech_spk1320__rtvc.mp3",
           "en_vctk_p240__rtvc.mp3", "en_librispeech_spk6829__rtvc.mp3",
           "en_vctk_p260__rtvc.mp3", "en_librispeech_spk3575__rtvc.mp3"]
-MULTI_SHOT = [("talkinghead_woman_flag__vretalk_face3.mp4", 125, "anna", 0),
-              ("two_people_splitscreen__ghost_2person.mp4", 125, "ben", 1),
-              ("crowd_many_faces_no_speech_1080p__facenet_video.mp4", 75, None, None)]
 FPS = 25
 
 
@@ -68,7 +69,7 @@ def measured(command: list[str], env: dict) -> dict:
                             stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, _peak_kib(proc.pid))
+        peak = max(peak, peak_kib(proc.pid))
         time.sleep(0.2)
     wall = time.perf_counter() - started
     err = proc.stderr.read()
@@ -77,16 +78,6 @@ def measured(command: list[str], env: dict) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_mib": round(peak / 1024)}
-
-
-def _peak_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def dub_job(folder: Path, name: str, film: Path, stems: dict[str, Path], overrides: list,
@@ -136,30 +127,20 @@ def _dub_figures(job: Path) -> dict:
     summary = json.loads(Path(spec["output"]["path"] + ".json").read_text())
     synced = sum(u["end"] - u["start"] for u in summary["units"])
     t = summary["timings"]
-    return {"timings": t, "synced_frames": synced,
+    return {"timings": t, "synced_frames": synced, "frames": summary["frames"],
+            "shots": len(summary["shots"]),
             "lipsync_fps": round(synced / t["lipsync_s"], 1) if t["lipsync_s"] else None}
 
 
 def multi_shot(seconds: float, args, folder: Path, env: dict) -> dict:
-    video = args.media / "video"
-    scene_frames = sum(n for _, n, _, _ in MULTI_SHOT)
-    repeat = max(1, round(seconds * FPS / scene_frames))
-    made = make_film(folder / "multi_shot.mp4", [(video / c, n) for c, n, _, _ in MULTI_SHOT],
-                     repeat=repeat, audio=True)
-    pieces: dict[str, list] = {"anna": [], "ben": []}
-    overrides, start, shot = [], 0, 0
-    for _ in range(repeat):
-        for clip, n, who, face in MULTI_SHOT:
-            if who:
-                pieces[who].append((start / FPS, video / clip, n / FPS))
-                overrides.append({"character": who, "shot": shot, "face": {"index": face}})
-            start, shot = start + n, shot + 1
-    stems = {who: write_stem(folder / f"{who}.wav", p, made.frames / FPS)
-             for who, p in pieces.items()}
-    job = dub_job(folder, "multi_shot", made.path, stems, overrides, args, "fp32")
+    from film_scale import make_job  # the fan-out benchmark's scene, with its overrides
+
+    made = make_job(args.media, folder, seconds / 60, args.checkpoint, args.detector)
+    job = dub_job(folder, "multi_shot", Path(made["film"]), made["stems"], made["overrides"],
+                  args, "fp32")
     dub = measured([sys.executable, "-m", "pipeline.cli", "dub", str(job)], env)
     dub.update(_dub_figures(job))
-    return {"frames": made.frames, "shots": len(made.cuts) + 1, "dub": dub}
+    return {"frames": dub.pop("frames"), "shots": dub.pop("shots"), "dub": dub}
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ class TemporaryServer:
 
     def ready(self) -> bool:
         """Whether the server answers now."""
-        return self.process.poll() is None and _healthy(self.api_url)
+        return self.process.poll() is None and healthy(self.api_url)
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """Until the server answers its health check; a clear error if it exits or hangs."""
@@ -76,7 +76,7 @@ class TemporaryServer:
             if self.process.poll() is not None:
                 raise LipdubError(f"the temporary Prefect server exited ({self.process.returncode})"
                                   f": {self._log_tail()} (or set PREFECT_API_URL to a server)")
-            if _healthy(self.api_url):
+            if healthy(self.api_url):
                 return
             if time.monotonic() > deadline:
                 self.stop()
@@ -124,7 +124,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _healthy(api_url: str) -> bool:
+def healthy(api_url: str) -> bool:
+    """Whether the Prefect API at ``api_url`` answers its health check."""
     try:
         with urllib.request.urlopen(api_url + "/health", timeout=2) as r:
             return r.status == 200

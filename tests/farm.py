@@ -17,11 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.temporary_server import drain_prefect_senders, free_port  # noqa: F401 - tests'
+from pipeline.temporary_server import (  # noqa: F401 - the tests' too
+    drain_prefect_senders,
+    free_port,
+    healthy,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,7 +151,7 @@ class Farm:
         self._spawn("server", [sys.executable, "-m", "prefect", "server", "start", "--host",
                                "127.0.0.1", "--port", str(port)], env)
         self.api_url = f"http://127.0.0.1:{port}/api"
-        self._wait(lambda: _healthy(self.api_url), "server", timeout)
+        self._wait(lambda: healthy(self.api_url), "server", timeout)
 
     def serve(self, name: str, *args: str, ready: str | None = None,
               timeout: float = 180.0) -> subprocess.Popen:
@@ -212,14 +215,6 @@ class Farm:
         if self.database:
             self.database.stop()
             self.database = None
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(api_url + "/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def can_run_postgres() -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import process_table
 import pytest
 import yaml
 from filmmaker import make_film, write_stem
@@ -275,15 +276,6 @@ def test_ephemeral_mode_without_a_server(film, synthetic_generator, detector_wei
     assert summary["frames"] == 40 and summary["frames_changed"] == 0
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie nobody reaped has stopped running)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killed_dub_leaves_no_server_behind(film, synthetic_generator, detector_weights,
                                             tmp_path):
@@ -299,15 +291,14 @@ def test_killed_dub_leaves_no_server_behind(film, synthetic_generator, detector_
     while not list((tmp_path / "cache").rglob("scan_*.npz")):  # the flow runs on its server
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
         time.sleep(0.1)
-    children = {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-                .read_text().split()}
+    children = process_table.children(proc.pid)
     assert any("uvicorn" in Path(f"/proc/{c}/cmdline").read_text() for c in children)
     os.kill(proc.pid, signal.SIGKILL)  # lipdub alone, not its process group
     proc.wait()
     deadline = time.time() + 10
-    while any(_running(c) for c in children) and time.time() < deadline:
+    while any(process_table.running(c) for c in children) and time.time() < deadline:
         time.sleep(0.1)
-    assert not [c for c in children if _running(c)]
+    assert not [c for c in children if process_table.running(c)]
     assert not out.exists() and not list(tmp_path.glob("*.partial*"))
 
 
@@ -338,8 +329,7 @@ def test_a_signal_stops_dub_promptly_and_leaves_nothing(film, synthetic_generato
     while not reached():
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
         time.sleep(0.05)
-    children = {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-                .read_text().split()}
+    children = process_table.children(proc.pid)
     sent = time.time()
     proc.send_signal(signum)
     log, _ = proc.communicate(timeout=60)
@@ -347,7 +337,7 @@ def test_a_signal_stops_dub_promptly_and_leaves_nothing(film, synthetic_generato
     assert proc.returncode == 128 + signum, log
     assert f"stopped by {signal.Signals(signum).name}" in log
     assert "Traceback" not in log, log
-    assert not [c for c in children if _running(c)], log
+    assert not [c for c in children if process_table.running(c)], log
     left = [p.name for p in tmp_path.rglob("*") if "partial" in p.name]
     assert not out.exists() and not left, (left, log)
 
