@@ -10,20 +10,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from .face_track import FaceTrack, group_faces, link_tracks, smooth_boxes
+from .errors import LipdubError
+from .face_track import FaceTrack, group_faces, iou, link_tracks, smooth_boxes
 from .frames import to_bgr
+from .keyframes import KeyframeDetector
 from .media import VideoInfo, iter_video_frames
-from .mouth_activity import face_square, mouth_deformation, mouth_from_square
+from .motion_frames import MotionFrames
+from .mouth_activity import mouth_deformation, mouth_from_square
 from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
 from .work_cache import writing
 
 # Bumped whenever what a saved track holds changes meaning (2: mouth motion by optical flow in
-# the smoothed box), so that a work folder never serves tracks of an older kind.
-TRACKS_VERSION = 2
-
+# the smoothed box; 3: keyframes every 4th frame, refined, motion still every 2nd), so that a
+# work folder never serves tracks of an older kind.
+TRACKS_VERSION = 3
+# The mouth's motion is measured between frames this far apart (what routing's thresholds were
+# set on); detection may be sparser.
+MOTION_STEP = 2
 
 
 @dataclass
@@ -105,53 +110,61 @@ class TrackInfo:
 
 
 def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
-               every: int = 2, max_side: int = 480, smooth_window: int = 5) -> list[TrackInfo]:
+               every: int = 4, max_side: int = 480, smooth_window: int = 5,
+               refine_iou: float = 0.85) -> list[TrackInfo]:
     """Detect, link and measure the faces of one shot.
+
+    The mouth's motion is measured on every ``MOTION_STEP``-th frame; faces are detected on
+    every ``every``-th (a multiple of it) and wherever two such keyframes disagree
+    (:class:`~pipeline.keyframes.KeyframeDetector`, as ``lipdub sync`` detects); on the motion
+    frames between, each face is followed from the keyframes by phase correlation
+    (:class:`~pipeline.motion_frames.MotionFrames`).
 
     Arguments:
         info, scan: the film and its scan.
         shot: which shot.
         detect: ``FaceDetector.detect``.
-        every: detect on every N-th frame of the shot, interpolate between.
+        every: keyframe spacing in frames (a multiple of ``MOTION_STEP``).
         max_side: long side of the copy the detector sees.
+        refine_iou: keyframes whose faces overlap less get the frames between detected.
 
     Returns:
         The shot's face tracks, steady faces first in left-to-right order.
     """
+    if every % MOTION_STEP:
+        raise LipdubError(f"detect_every is {every}: it must be a multiple of {MOTION_STEP} "
+                          f"(the mouth's motion is measured on every {MOTION_STEP}nd frame)")
     scale = min(1.0, max_side / max(info.width, info.height))
     small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
     back = np.array([info.width / small_w, info.height / small_h])
-    detections, squares = [], {}
     frames = iter_video_frames(info.path, start_time=float(scan.times[shot.start]),
                                end_time=float(scan.times[shot.end]) if shot.end < len(scan.times)
                                else None)
-    keyframes: list[tuple[int, np.ndarray]] = []
-
-    def flush():
-        for (index, image), dets in zip(keyframes, detect([im for _, im in keyframes])):
-            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if len(dets) else None
-            for k in range(len(dets)):
-                squares[(index, k)] = face_square(grey, dets.boxes[k])
-            detections.append((index, dets))
-        keyframes.clear()
-
+    # The detector sees motion frames only, numbered in motion steps, so that its keyframes
+    # fall every ``every`` frames and a refinement never detects a frame nobody measures.
+    keyframes = KeyframeDetector(detect, every // MOTION_STEP, refine_iou)
+    motion = MotionFrames(lambda step: shot.start + MOTION_STEP * step)
     for offset, frame in enumerate(frames):
-        index = shot.start + offset
-        if index >= shot.end:
+        if shot.start + offset >= shot.end:
             break
-        if offset % every == 0:
-            keyframes.append((index, to_bgr(frame, small_w, small_h)))
-            if len(keyframes) == 8:
-                flush()
-    if keyframes:
-        flush()
-    return _tracks_from_detections(shot, detections, squares, back, every, smooth_window)
+        if offset % MOTION_STEP == 0:
+            small = to_bgr(frame, small_w, small_h)
+            keyframes.add(offset // MOTION_STEP, small)
+            motion.add(offset // MOTION_STEP, small, keyframes)
+    keyframes.finish()
+    motion.settle(keyframes)
+    # The faces followed between keyframes count as detections: tracks, their boxes and the
+    # mouths then have a face on every motion frame, as when every one was detected.
+    detections = sorted([(motion.frame_of(step), dets) for step, dets in keyframes.detections]
+                        + motion.estimated, key=lambda item: item[0])
+    return _tracks_from_detections(shot, detections, motion.squares, back, every, smooth_window)
 
 
 def _tracks_from_detections(shot, detections, squares, back, every, smooth_window):
+    """The shot's tracks from its detections (film frame, Detections in the small copy's
+    pixels) and its motion frames' squares (film frame -> [(crop, square, box)])."""
     # Track in the small copy's pixels, then scale boxes to the film's.
     tracks = link_tracks(detections, max_gap=max(2 * every, 12))
-    by_frame = dict(detections)
     keyframes = len(detections)
     groups = [g for g in group_faces(tracks)
               if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)] or group_faces(tracks)
@@ -159,12 +172,12 @@ def _tracks_from_detections(shot, detections, squares, back, every, smooth_windo
     out = []
     for order, group in enumerate(groups):
         for track in group:
-            out.append(_track_info(shot, track, order, by_frame, squares, back, every,
-                                   smooth_window, len(out)))
+            out.append(_track_info(shot, track, order, squares, back, every, smooth_window,
+                                   len(out)))
     return out
 
 
-def _track_info(shot, track: FaceTrack, order, by_frame, squares, back, every, smooth_window,
+def _track_info(shot, track: FaceTrack, order, squares, back, every, smooth_window,
                 track_id) -> TrackInfo:
     n = shot.frames
     local = FaceTrack(track.track_id, [f - shot.start for f in track.frames],
@@ -174,21 +187,23 @@ def _track_info(shot, track: FaceTrack, order, by_frame, squares, back, every, s
                          smooth_window)
     valid = np.flatnonzero(~np.isnan(boxes[:, 0]))
     first, last = int(valid[0]), int(valid[-1])
-    # Mouth deformation between consecutive keyframes of this track, the mouth placed by the
-    # smoothed box (in the detector copy's pixels, as the squares are).
+    # Mouth deformation between consecutive motion frames of this track, the mouth placed by
+    # the smoothed box (in the detector copy's pixels, as the squares are) and cut from the
+    # square of the face that box overlaps most.
     keys, motion, previous = [], [], None
-    for frame, box in zip(track.frames, track.boxes):
-        dets = by_frame[frame]
-        k = int(np.argmin(np.abs(dets.boxes - box).sum(axis=1)))
+    for frame in range(track.first_frame, track.last_frame + 1, MOTION_STEP):
         smoothed = boxes[frame - shot.start] / np.r_[back, back]
-        if np.isnan(smoothed[0]):
+        faces = squares.get(frame, [])
+        overlap = iou(smoothed[None], np.asarray([box for *_, box in faces])) if faces else None
+        if np.isnan(smoothed[0]) or overlap is None or overlap.max() < 0.3:
             previous = None
             continue
-        mouth = mouth_from_square(*squares[(frame, k)], smoothed)
-        if previous is not None and frame - previous[0] <= 2 * every:
+        crop, square, _ = faces[int(overlap.argmax())]
+        mouth = mouth_from_square(crop, square, smoothed)
+        if previous is not None:
             keys.append(frame)
-            motion.append(mouth_deformation(previous[1], mouth))
-        previous = (frame, mouth)
+            motion.append(mouth_deformation(previous, mouth))
+        previous = mouth
     return TrackInfo(shot.index, track_id, order, shot.start + first, shot.start + last,
                      boxes[first : last + 1], np.asarray(keys, int), np.asarray(motion))
 

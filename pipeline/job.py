@@ -105,7 +105,10 @@ class Settings(_Strict):
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] | None = None
     smooth_window: int = Field(default=5, ge=1)
-    detect_every: int = Field(default=2, ge=1)
+    detect_every: int = Field(
+        default=4, ge=2, multiple_of=2,
+        description="film tracking detects faces on every N-th frame (and where faces move); "
+        "mouth motion is measured on every 2nd frame, so N is even")
     detect_size: int = Field(default=480, ge=64)
     shot_threshold: float = Field(default=27.0, gt=0)
     min_segment: float = Field(default=0.3, ge=0, description="shortest speech segment, s")

@@ -41,12 +41,22 @@ class KeyframeDetector:
                  rescale: Callable = lambda d: d, on_batch: Callable[[], None] | None = None):
         self.detect, self.every, self.refine_iou = detect, every, refine_iou
         self.rescale, self.on_batch = rescale, on_batch
-        self.detections: list = []  # (index, Detections), in the order found
+        self.detections: list = []  # (index, Detections), in the order found (only appended)
         self._keyframes: list[tuple[int, np.ndarray]] = []  # waiting for detection
         self._between: list[tuple[int, np.ndarray]] = []  # since the last detected keyframe
         self._refine: list[tuple[int, np.ndarray]] = []  # between keyframes that disagreed
         self._previous: list = []  # the last detected keyframe: [(index, Detections)]
         self._pool: list[np.ndarray] = []
+        self._finished = False
+
+    @property
+    def settled(self) -> float:
+        """Every picture before this index has all the detections it will ever get (a caller
+        may then interpolate boxes for the pictures between detections)."""
+        if self._finished:
+            return float("inf")
+        after_last = self._previous[0][0] + 1 if self._previous else 0
+        return min([after_last] + [index for index, _ in self._refine[:1]])
 
     def add(self, index: int, small: np.ndarray) -> None:
         """One picture (indices ascending); ``small`` is copied, the caller may reuse it."""
@@ -59,16 +69,16 @@ class KeyframeDetector:
             self._detect_keyframes()
 
     def finish(self) -> list:
-        """Detect what is left (the last picture closes the last interval); all detections,
-        in picture order."""
+        """Detect what is left (the last picture closes the last interval); returns all
+        detections, in picture order."""
         last_key = self._keyframes[-1][0] if self._keyframes else -1
         if self._between and self._between[-1][0] > last_key:
             self._keyframes.append(self._between.pop())
         if self._keyframes:
             self._detect_keyframes()
         self.detections += self._run(self._refine, whole_batches_only=False)
-        self.detections.sort(key=lambda item: item[0])
-        return self.detections
+        self._finished = True
+        return sorted(self.detections, key=lambda item: item[0])
 
     def _run(self, queue: list[tuple[int, np.ndarray]], *, whole_batches_only: bool) -> list:
         """Detect ``queue`` batch by batch (leaving a partial batch when told to); the pictures

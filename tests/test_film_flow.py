@@ -361,6 +361,7 @@ def test_bad_job_specs_fail_before_any_work(film, synthetic_generator, detector_
     job = job_dict(film, synthetic_generator, detector_weights, tmp_path / "o.mkv")
     job["film"] = str(text)
     job["output"]["codec"] = "divx"
+    job["settings"] = {"detect_every": 3}  # mouth motion is measured every 2nd frame
     job_path = tmp_path / "bad.yaml"
     job_path.write_text(yaml.safe_dump(job))
     from pipeline.cli import main
@@ -368,6 +369,8 @@ def test_bad_job_specs_fail_before_any_work(film, synthetic_generator, detector_
     assert main(["dub", str(job_path)]) == 2
     message = capsys.readouterr().err
     assert "output.codec" in message  # schema problems are reported first, all at once
+    assert "settings.detect_every" in message and "multiple of 2" in message, message
+    del job["settings"]
     job["output"]["codec"] = "ffv1"
     job_path.write_text(yaml.safe_dump(job))
     assert main(["dub", str(job_path)]) == 2

@@ -36,3 +36,27 @@ def test_refines_where_faces_jump_and_never_mixes_up_pictures():
     # Whole batches only, but for the last keyframes and the last refinements.
     assert batches[0] == DETECT_BATCH and all(size == DETECT_BATCH for size in batches[:-2])
     assert sum(batches) == len(expected)
+
+
+def test_settled_marks_where_every_detection_is_known():
+    # A cut between keyframes 16 and 20 sends 17-19 to refinement: until they are detected,
+    # nothing from 17 on is settled; after finish() everything is.
+    def detect(images):
+        return [Detections(np.array([[0.0 if image[0, 0, 0] < 20 else 300.0, 0, 100, 100]],
+                                    np.float32), np.array([0.9], np.float32),
+                           np.zeros((1, 5, 2), np.float32)) for image in images]
+
+    keyframes = KeyframeDetector(detect, every=4, refine_iou=0.85)
+    settled_when = {}
+    for i in range(38):
+        keyframes.add(i, np.full((8, 8, 3), i, np.uint8))
+        settled_when[i] = keyframes.settled
+        detected = {index for index, _ in keyframes.detections}
+        # Whatever is settled has all it will get: a keyframe below it is detected.
+        assert all(k in detected for k in range(0, min(i + 1, int(keyframes.settled)), 4))
+        assert len(detected) == len(keyframes.detections)  # each picture detected once
+    assert settled_when[3] == 0  # nothing detected before the first batch of 8 keyframes
+    assert 17 <= settled_when[29] <= 29  # the batch of keyframes 0-28 is in
+    found = keyframes.finish()
+    assert keyframes.settled == float("inf")
+    assert [i for i, _ in found] == sorted(i for i, _ in found)
