@@ -24,13 +24,9 @@ import av
 import numpy as np
 
 from .errors import MediaError
+from .partial_files import partial_name, remove_stale_partials
 from .profiles import OutputProfile, audio_codec, resolve_profile
 from .splice import SPLICERS, SpliceResult
-
-
-def temporary_path(output: Path) -> Path:
-    """A hidden sibling of ``output`` with the same extension (so the muxer is chosen right)."""
-    return output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
 
 
 @dataclass
@@ -202,7 +198,8 @@ class VideoWriter:
         self.profile = resolve_profile(codec, suffix)
         self.profile.check_size(width, height, source_pix_fmt)
         pix_fmt = self.profile.pix_fmt_for(source_pix_fmt)
-        self.tmp = temporary_path(self.output)
+        remove_stale_partials(self.output.parent)
+        self.tmp = partial_name(self.output)
         # MOV/MP4 keep only a few known metadata keys unless told to write them all.
         options = {"movflags": "use_metadata_tags"} if suffix != ".mkv" and metadata else {}
         self.container = av.open(str(self.tmp), "w", options=options)

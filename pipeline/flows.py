@@ -58,6 +58,7 @@ from .film_stages import (
 )
 from .job import JobSpec, check_job_inputs, parse_job
 from .media import VideoInfo, probe_video
+from .partial_files import remove_stale_partials
 from .provenance import provenance_metadata
 from .qc_verdict import QCFlagged, flagged_rows, verdict_line, verdict_name
 from .roots import require_within_roots, roots_from_env
@@ -176,6 +177,7 @@ def _dub_film(job: dict | str) -> dict:
     film_id = film_fingerprint(spec.film)
     work = film_work_dir(spec, film_id)
     work.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(work, recursive=True)  # a killed run's half-written files
 
     artifact = create_progress_artifact(0.0, key="lipdub-progress", description="scanning")
     progress = RunProgress(lambda percent, text: update_progress_artifact(

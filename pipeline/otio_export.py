@@ -15,6 +15,7 @@ from pathlib import Path
 
 import opentimelineio as otio
 
+from .partial_files import partial_name
 from .timecode import Timecode
 
 
@@ -95,7 +96,7 @@ def build_timeline(name: str, media: Path, rate: Fraction, frames: int,
 
 def write_timeline(timeline: otio.schema.Timeline, path: Path) -> Path:
     """Write ``timeline`` as ``.otio`` JSON (under a temporary name, then renamed)."""
-    tmp = path.with_name(f".{path.name}.partial.otio")
+    tmp = partial_name(path)
     otio.adapters.write_to_file(timeline, str(tmp))
     tmp.replace(path)
     return path

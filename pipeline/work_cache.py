@@ -14,9 +14,10 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from .partial_files import partial_name
 
 KEY_LENGTH = 20  # hex digits of sha256 in a name: collisions are out of reach
 
@@ -46,13 +47,12 @@ def file_sha256(path: Path) -> str:
 def writing(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside ``path``; on success it is renamed to ``path``.
 
-    The temporary name keeps ``path``'s suffix (``np.savez`` adds ``.npz`` otherwise) and is
-    hidden; on an error it is removed.
+    The temporary name (:func:`pipeline.partial_files.partial_name`) keeps ``path``'s suffix
+    (``np.savez`` adds ``.npz`` otherwise) and is hidden; on an error it is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial"
-                         f"{path.suffix}")
+    tmp = partial_name(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -337,3 +337,36 @@ def test_a_signal_mid_render_stops_sync_and_leaves_nothing(media_dir, tmp_path, 
     assert err.strip() == f"lipdub: stopped by {signal.Signals(signum).name}", err
     assert list(out.parent.iterdir()) == []
     assert not [c for c in children if process_table.running(c)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_next_run_removes_what_a_killed_one_left(media_dir, tmp_path, synthetic_generator,
+                                                     detector_weights):
+    """SIGKILL leaves a hidden partial output (nothing can run at the kill); the next run to
+    that folder removes it, and leaves a live writer's and another machine's alone."""
+    clip = media_dir / "video" / "talkinghead_woman_flag__vretalk_face3.mp4"
+    dub = media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav"
+    out = tmp_path / "out" / "clip.mkv"
+    out.parent.mkdir()
+    args = sync_args(media_dir, clip, dub, out, synthetic_generator, detector_weights)
+    proc = subprocess.Popen(lipdub_command() + args, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.parent.glob(".*partial*")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    left = list(out.parent.glob(".*partial*"))
+    assert left and not out.exists()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        keep = [out.with_name(left[0].name.replace(f"-{proc.pid}-", f"-{live.pid}-")),
+                out.with_name(".clip.partial-elsewhere-" + left[0].name.split("-", 2)[2])]
+        for path in keep:
+            path.write_bytes(b"someone else is writing this")
+        assert main(args) == 0
+    finally:
+        live.kill()
+    assert out.exists()
+    assert sorted(p.name for p in out.parent.glob(".*partial*")) == sorted(p.name for p in keep)

@@ -9,12 +9,15 @@ never leave or clobber half-written files.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 
 import numpy as np
 import pytest
 from filmmaker import make_film, write_stem
 
+from pipeline.partial_files import partial_name, remove_stale_partials
 from pipeline.work_cache import cache_key, writing
 
 CLIPS = ["talkinghead_woman_flag__vretalk_face3.mp4",
@@ -41,6 +44,31 @@ def test_keys_and_atomic_writes(tmp_path):
     with np.load(target) as data:  # one whole write won; no temporary is left
         assert len(set(data["a"].tolist())) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
+
+
+def test_a_killed_writers_partial_files_are_swept_and_no_one_elses(tmp_path):
+    """What a SIGKILLed run left in the work folder goes at the next run's start; a live
+    writer's, another machine's (it may live), finished files and foreign files stay."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        units = tmp_path / "units"
+        units.mkdir()
+        finished = units / "u0.npz"
+        finished.write_bytes(b"done")
+        tmp = partial_name(units / "u1.npz")  # a name as this machine's writers make it
+        left = tmp.with_name(tmp.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+        writing_now = tmp.with_name(tmp.name.replace(f"-{os.getpid()}-", f"-{live.pid}-"))
+        elsewhere = units / f".u2.partial-othermachine-{dead.pid}-abcdef.npz"
+        foreign = units / ".u3.partial"
+        for path in (left, writing_now, elsewhere, foreign):
+            path.write_bytes(b"half")
+        assert remove_stale_partials(tmp_path, recursive=True) == [left]
+        assert sorted(p.name for p in units.iterdir()) == sorted(
+            p.name for p in (finished, writing_now, elsewhere, foreign))
+    finally:
+        live.kill()
 
 
 @pytest.fixture(scope="module")
