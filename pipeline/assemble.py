@@ -49,6 +49,7 @@ class Assembly:
         pieces_from_source, pieces_encoded: in edited ProRes/DNxHR pictures, the coded slices
             (rows) taken from the source (everything away from the faces) and the ones encoded.
         splice: why an edited picture was written whole, when one was (else empty).
+        size_note: an odd size padded by a pixel for the output profile (else empty).
     """
 
     changed: int
@@ -61,6 +62,7 @@ class Assembly:
     pieces_from_source: int = 0
     pieces_encoded: int = 0
     splice: str = ""
+    size_note: str = ""
 
 
 # A unit's result file, or a call that waits until the unit is done and returns its file (the
@@ -146,4 +148,5 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, U
     return Assembly(changed, report, writer.profile.name, writer.pix_fmt,
                     writer.packets_copied, writer.frames_encoded,
                     ("packets copied: " if check and check.ok else "no packet copy: ") + reason,
-                    writer.pieces_from_source, writer.pieces_encoded, writer.splice_fallback)
+                    writer.pieces_from_source, writer.pieces_encoded, writer.splice_fallback,
+                    writer.size_note)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from .card_lock import WORKER_VARIABLE, card_turn
 from .errors import LipdubError
 from .film_scan import load_tracks
 from .film_stages import (
@@ -28,11 +27,6 @@ from .film_stages import (
     shot_tracks,
     unit_result,
 )
-
-# Not imported by their own names: Prefect loads this file as a package named after it, so a
-# submodule imported later (pipeline/detector.py) would replace a global called ``detector``.
-from .film_stages import detector as loaded_detector
-from .film_stages import generator as loaded_generator
 from .job import JobSpec, parse_job
 from .media import probe_video
 from .roots import require_within_roots, roots_from_env
@@ -80,7 +74,7 @@ def _chunk_inputs(job: dict, expect: dict, *, weights: bool):
 
 
 def _leave_record(record: str, items: list[dict], started: float) -> dict:
-    done = {"worker": os.environ.get(WORKER_VARIABLE, "in-process"),
+    done = {"worker": os.environ.get("LIPDUB_WORKER_NAME", "in-process"),
             "host": socket.gethostname(), "pid": os.getpid(),
             "wall_s": round(time.perf_counter() - started, 2), "items": items}
     with writing(Path(record)) as tmp:
@@ -93,13 +87,10 @@ def track_chunk(job: dict, shots: list[int], expect: dict, record: str) -> dict:
     """Track the faces of some shots of a film (a chunk of ``dub_film``)."""
     started = time.perf_counter()
     spec, work, info, scan = _chunk_inputs(job, expect, weights=False)
-    loaded_detector(spec)  # loaded while another chunk of this worker may hold the card
     items = []
-    with card_turn() as wait_for_card:
-        wait_for_card()
-        for index in shots:
-            tracks, computed = shot_tracks(spec, info, scan, index, work, expect["detector"])
-            items.append({"shot": index, "tracks": len(tracks), "computed": computed})
+    for index in shots:
+        tracks, computed = shot_tracks(spec, info, scan, index, work, expect["detector"])
+        items.append({"shot": index, "tracks": len(tracks), "computed": computed})
     get_run_logger().info("shots %s: %d computed", shots, sum(i["computed"] for i in items))
     return _leave_record(record, items, started)
 
@@ -112,7 +103,6 @@ def sync_chunk(job: dict, units: list[dict], expect: dict, record: str) -> dict:
     """
     started = time.perf_counter()
     spec, work, info, scan = _chunk_inputs(job, expect, weights=True)
-    loaded_generator(spec)  # loaded while another chunk of this worker may hold the card
     stems, items = {}, []
     for entry in units:
         unit = SyncUnit(**entry["unit"])
@@ -122,7 +112,7 @@ def sync_chunk(job: dict, units: list[dict], expect: dict, record: str) -> dict:
                 unit.character, spec.stems[unit.character], work / "stems",
                 min_segment=spec.settings.min_segment, identity=expect["stems"][unit.character])
         result = unit_result(spec, info, scan, unit, track, stems[unit.character],
-                             expect["film"], expect["weights"], work, card_turn=card_turn)
+                             expect["film"], expect["weights"], work)
         items.append({"unit": unit.name, "frames": unit.end - unit.start,
                       "computed": not result["cached"], "path": result["path"]})
     get_run_logger().info("%d units: %d computed", len(items), sum(i["computed"] for i in items))

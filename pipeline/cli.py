@@ -31,7 +31,8 @@ from pipeline.errors import LipdubError
 # Add new commands here, one module each. The CLI is the top layer: it may reach training's
 # command modules (by name, lazily), while pipeline's own modules never import training.
 COMMAND_MODULES = (
-    "pipeline.cli_weights", "pipeline.cli_sync", "pipeline.cli_dub", "pipeline.cli_serve",
+    "pipeline.cli_weights", "pipeline.cli_sync", "pipeline.cli_init", "pipeline.cli_dub",
+    "pipeline.cli_serve",
     "pipeline.cli_submit", "pipeline.cli_qc",
     "training.cli_prepare", "training.cli_train", "training.cli_evaluate",
 )

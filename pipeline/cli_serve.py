@@ -5,10 +5,9 @@ with ``PREFECT_API_URL`` pointing at it. One machine runs ``--role control`` (or
 registers the deployments dub_film/NAME (films, queue ``films``) and track_chunk/NAME and
 sync_chunk/NAME (a film's chunks, queue ``gpu``), and a worker that takes films. Each render
 machine runs ``--role gpu``: one worker per card (``--gpus 0,1``; each sees only its card and
-computes one chunk at a time, the next one starting beside it), or on a machine without one,
-``--gpus none --workers N``. A film fans out over every chunk worker online (the job's
-``distribute``); ``all`` is one machine that does both. Every code path must be the same
-install, at the same path, on every machine.
+takes one chunk at a time), or on a machine without one, ``--gpus none --workers N``. A film
+fans out over every chunk worker online (the job's ``distribute``); ``all`` is one machine that
+does both. Every code path must be the same install, at the same path, on every machine.
 """
 
 from __future__ import annotations
@@ -138,12 +137,6 @@ class WorkerPlan:
     env: dict[str, str] = field(default_factory=dict)
 
 
-# A chunk worker takes two chunks: one computes on its card while the next starts its process,
-# loads the models and then waits for the card (pipeline.card_lock), so that the 5-7 s a chunk
-# costs to start are off the card's time.
-CHUNKS_AT_ONCE = 2
-
-
 def plan_workers(role: str, gpus: str, workers: int, threads: int | None, limit: int,
                  host: str, cards: int, cores: int) -> list[WorkerPlan]:
     """The workers this machine runs (``cards``: CUDA cards visible; ``cores``: CPU cores)."""
@@ -160,7 +153,7 @@ def plan_workers(role: str, gpus: str, workers: int, threads: int | None, limit:
                 else "none" if role == "gpu" else "")
     if gpus == "none":
         each = threads or max(cores // max(workers, 1), 1)
-        plans += [WorkerPlan(f"{host}-cpu{i}", GPU_QUEUE, CHUNKS_AT_ONCE, {
+        plans += [WorkerPlan(f"{host}-cpu{i}", GPU_QUEUE, 1, {
             "CUDA_VISIBLE_DEVICES": "", "LIPDUB_TORCH_THREADS": str(each),
             "OMP_NUM_THREADS": str(each)}) for i in range(workers)]
     elif gpus:
@@ -169,8 +162,7 @@ def plan_workers(role: str, gpus: str, workers: int, threads: int | None, limit:
         except ValueError:
             raise LipdubError(f"--gpus {gpus!r}: give auto, none or card numbers like 0,1"
                               ) from None
-        plans += [WorkerPlan(f"{host}-gpu{i}", GPU_QUEUE, CHUNKS_AT_ONCE,
-                             {"CUDA_VISIBLE_DEVICES": str(i)})
+        plans += [WorkerPlan(f"{host}-gpu{i}", GPU_QUEUE, 1, {"CUDA_VISIBLE_DEVICES": str(i)})
                   for i in ids]
     return plans
 
@@ -185,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.errors import LipdubError
 
     if args.gpu_slots is not None:
-        raise LipdubError("--gpu-slots is gone: each chunk worker owns one card and computes "
-                          "one chunk at a time; start one per card with --role gpu --gpus 0,1")
+        raise LipdubError("--gpu-slots is gone: each chunk worker owns one card and takes one "
+                          "chunk at a time; start one per card with --role gpu --gpus 0,1")
     if not os.environ.get("PREFECT_API_URL"):
         raise LipdubError("lipdub serve needs a Prefect server: run `prefect server start` and "
                           "set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
@@ -213,13 +205,11 @@ def run(args: argparse.Namespace) -> int:
 
 def supervise(pool: str, plans: list[WorkerPlan], env: dict[str, str] | None = None) -> int:
     """Run the workers until one ends or ``serve`` is stopped; then stop them all."""
-    from pipeline.card_lock import WORKER_VARIABLE
-
     procs = []
     for plan in plans:
         print(f"worker {plan.name}: queue {plan.queue}, {plan.limit} run(s) at a time"
               + (f", {plan.env}" if plan.env else ""), flush=True)
-        worker_env = dict(os.environ, **{WORKER_VARIABLE: plan.name}, **(env or {}), **plan.env)
+        worker_env = dict(os.environ, LIPDUB_WORKER_NAME=plan.name, **(env or {}), **plan.env)
         # Prefect's default is to look for work every 10 s: a chunk would wait that long for
         # a free worker. Every 2 s costs the server nothing at a farm's scale.
         worker_env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")

@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         "dub_mel_taken_in": "child process" if in_child else "this process",
     }
     print(json.dumps(report, indent=2), file=sys.stdout)
+    if summary.size_note:  # recorded in the summary; said here too
+        print(f"warning: {summary.size_note}", file=sys.stderr)
     audio = summary.audio_report
     padded = audio.get("padded_seconds", 0.0)
     picture = audio.get("source_duration", 0.0) - audio.get("cut_seconds", 0.0) + padded

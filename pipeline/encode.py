@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from .errors import MediaError
+from .frames import pad_frame
 from .partial_files import partial_name, remove_stale_partials
 from .profiles import OutputProfile, audio_codec, resolve_profile
 from .splice import SPLICERS, SpliceResult
@@ -196,8 +197,15 @@ class VideoWriter:
         self.output = Path(output)
         suffix = self.output.suffix.lower()
         self.profile = resolve_profile(codec, suffix)
-        self.profile.check_size(width, height, source_pix_fmt)
         pix_fmt = self.profile.pix_fmt_for(source_pix_fmt)
+        # An odd size a review profile's chroma cannot hold is padded by a pixel (edge pixels
+        # repeated) and said so; masters that hold any size (FFV1, ProRes 4444) keep it.
+        self.size = self.profile.fit_size(width, height, source_pix_fmt)
+        self.size_note = "" if self.size == (width, height) else (
+            f"the picture is {width}x{height}; {self.profile.description or self.profile.name} "
+            f"({pix_fmt}) cannot hold an odd size, so it was written at "
+            f"{self.size[0]}x{self.size[1]}, its last column/row repeated (write .mkv, FFV1, "
+            "or --codec prores_4444 to keep the exact size)")
         remove_stale_partials(self.output.parent)
         self.tmp = partial_name(self.output)
         # MOV/MP4 keep only a few known metadata keys unless told to write them all.
@@ -207,7 +215,7 @@ class VideoWriter:
         rate = average_rate if average_rate and average_rate > 0 else Fraction(25)
         self.stream = self.container.add_stream(self.profile.encoder, rate=rate,
                                                 options=dict(self.profile.options))
-        self.stream.width, self.stream.height = width, height
+        self.stream.width, self.stream.height = self.size
         self.stream.pix_fmt = pix_fmt
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
@@ -243,6 +251,8 @@ class VideoWriter:
             self.stream.codec_context.open()
 
     def _in_pix_fmt(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if (frame.width, frame.height) != self.size:
+            frame = pad_frame(frame, *self.size)
         if frame.format.name != self.pix_fmt:
             pts, tb = frame.pts, frame.time_base
             frame = frame.reformat(format=self.pix_fmt)
@@ -266,6 +276,9 @@ class VideoWriter:
         plain :meth:`write`. Returns what the splice did, or None when it was not tried.
         """
         splicer = SPLICERS.get(self.profile.codec)
+        if self.size_note:  # a padded picture has no source packet of its size to splice
+            self.write(frame)
+            return None
         frame = self._in_pix_fmt(frame)
         packets = self.stream.encode(frame)
         self.frames_encoded += 1

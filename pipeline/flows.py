@@ -248,6 +248,8 @@ def _dub_film(job: dict | str) -> dict:
     progress.update("assembly", 0, 1, "writing the output")
     done = assembly.result()
     changed = done["changed"]
+    if done["size_note"]:
+        log.warning("%s", done["size_note"])
     clock["assembled"] = time.perf_counter()
     progress.update("qc", 0, 1, "timeline and QC report")
     otio_path = _export_timeline(spec, info, scan, results, start_tc, tags)
@@ -268,6 +270,7 @@ def _dub_film(job: dict | str) -> dict:
     summary.update({"profile": done["profile"], "pix_fmt": done["pix_fmt"],
                     "packets_copied": done["packets_copied"],
                     "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
+                    "size_note": done["size_note"],
                     "timecode": start_tc.as_dict() if start_tc else None,
                     "provenance": tags, "otio": str(otio_path),
                     "qc": {k: v for k, v in qc.items() if k != "report"} if qc else None})

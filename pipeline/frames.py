@@ -44,9 +44,12 @@ def plane_arrays(frame: av.VideoFrame) -> list[np.ndarray]:
     return out
 
 
-def frame_from_planes(planes: list[np.ndarray], like: av.VideoFrame) -> av.VideoFrame:
-    """A new frame of ``like``'s size, format, timing and colour tags holding ``planes``."""
-    frame = av.VideoFrame(like.width, like.height, like.format.name)
+def frame_from_planes(planes: list[np.ndarray], like: av.VideoFrame,
+                      size: tuple[int, int] | None = None) -> av.VideoFrame:
+    """A new frame of ``like``'s format, timing and colour tags holding ``planes``, of
+    ``like``'s size or ``size`` (width, height)."""
+    width, height = size or (like.width, like.height)
+    frame = av.VideoFrame(width, height, like.format.name)
     dtype = _plane_dtype(like)
     for plane, data in zip(frame.planes, planes):
         buf = np.zeros((plane.height, plane.line_size // dtype.itemsize), dtype)
@@ -57,6 +60,17 @@ def frame_from_planes(planes: list[np.ndarray], like: av.VideoFrame) -> av.Video
     frame.colorspace = like.colorspace
     frame.color_range = like.color_range
     return frame
+
+
+def pad_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """``frame`` enlarged to ``width`` x ``height`` by repeating its last column and row (what
+    a 4:2:0 encoder needs of an odd-sized picture; nothing is resampled)."""
+    if not is_planar_yuv(frame):  # packed or RGB pictures: planar 4:4:4 at their depth
+        frame = frame.reformat(format="yuv444p16le" if is_deep(frame) else "yuv444p")
+    target = av.VideoFrame(width, height, frame.format.name)
+    planes = [np.pad(p, ((0, out.height - p.shape[0]), (0, out.width - p.shape[1])), mode="edge")
+              for p, out in zip(plane_arrays(frame), target.planes)]
+    return frame_from_planes(planes, frame, (width, height))
 
 
 def is_planar_yuv(frame: av.VideoFrame) -> bool:

@@ -80,27 +80,21 @@ class OutputProfile:
                 "its bit depth")
         return self.pix_fmts[depth]
 
-    def check_size(self, width: int, height: int, source_pix_fmt: str) -> None:
-        """Refuse a picture size the profile's chroma subsampling cannot hold.
-
-        Raises:
-            ProfileError: an odd width (4:2:0, 4:2:2) or height (4:2:0), naming what to use.
-        """
+    def fit_size(self, width: int, height: int, source_pix_fmt: str) -> tuple[int, int]:
+        """The picture size to encode a ``width`` x ``height`` source at: its own, or one
+        pixel wider or taller where the profile's chroma subsampling cannot hold an odd size
+        (4:2:0 halves both, 4:2:2 the width). FFV1 and ProRes 4444 keep any size."""
         import av
 
         if not self.pix_fmts:
-            return  # the source's own format: its decoder held the size, so will the encoder
+            return width, height  # the source's own format: its decoder held the size
         pix_fmt = self.pix_fmt_for(source_pix_fmt)
         # Chroma planes of a 2x2 picture: 1 sample wide (high) where chroma is subsampled.
         chroma = av.VideoFormat(pix_fmt, 2, 2).components[1:]
         halves_width = any(c.width < 2 for c in chroma)
         halves_height = any(c.height < 2 for c in chroma)
-        if (width % 2 and halves_width) or (height % 2 and halves_height):
-            need = "an even width and height" if halves_height else "an even width"
-            raise ProfileError(
-                f"the picture is {width}x{height}, but {self.description or self.name} "
-                f"({pix_fmt}) needs {need}; write .mkv (FFV1 keeps any size) or choose "
-                "--codec prores_4444")
+        return width + (width % 2 if halves_width else 0), height + (
+            height % 2 if halves_height else 0)
 
 
 def bit_depth(pix_fmt: str) -> int:

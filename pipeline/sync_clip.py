@@ -96,6 +96,7 @@ class RunSummary:
     precision: str = ""
     settings: dict = field(default_factory=dict)
     profile: str = ""
+    size_note: str = ""  # an odd size padded by a pixel for the output profile (else empty)
     # Intra-only sources in the output's codec: faceless pictures copied packet for packet, and
     # in edited ones the coded pieces away from the face taken from the source (pipeline.splice).
     passthrough: str = ""
@@ -135,11 +136,20 @@ def _check_paths(video: Path, audio: Path, output: Path, overwrite: bool) -> Non
         raise LipdubError(f"{output.parent}: output folder does not exist")
 
 
+def still_pix_fmt(info: VideoInfo) -> str:
+    """The planar YUV format a still is lip-synced in: its own chroma (a 4:4:4 JPEG stays
+    4:4:4, so that FFV1 keeps it), 4:2:0 for JPEG's 4:2:0 and 4:4:4 for RGB and grey
+    pictures, which cannot be patched as they are."""
+    own = info.pix_fmt.replace("yuvj", "yuv")
+    return own if own in ("yuv420p", "yuv422p", "yuv444p") else "yuv444p"
+
+
 def still_frames(info: VideoInfo, count: int, fps: float) -> Iterator[av.VideoFrame]:
     """The single picture of a still input as ``count`` frames at ``fps`` (pts 0, 1, 2...)."""
     frame = next(iter_video_frames(info.path))
-    # Planar YUV so that frames can be patched; 4:4:4 when the size is odd (no 4:2:0 then).
-    fmt = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
+    fmt = still_pix_fmt(info)
+    if fmt == "yuv420p" and (info.width % 2 or info.height % 2):
+        fmt = "yuv444p"  # an odd size has no 4:2:0 picture
     base = frame.reformat(format=fmt)
     base.time_base = still_time_base(fps)
     planes = plane_arrays(base)
@@ -276,10 +286,9 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     info = probe_video(video)
     if options.face == "box" and options.face_box is None:
         raise LipdubError("--face box needs --box x1,y1,x2,y2")
-    source_pix_fmt = "yuv420p" if info.is_still else info.pix_fmt
+    source_pix_fmt = still_pix_fmt(info) if info.is_still else info.pix_fmt
     # The writer checks this too; asked here, a bad choice fails before the scan, not after.
-    resolve_profile(options.codec, output.suffix.lower()).check_size(
-        info.width, info.height, source_pix_fmt)
+    resolve_profile(options.codec, output.suffix.lower()).pix_fmt_for(source_pix_fmt)
     # The dub's decode and the generator's load run beside the face scan (each is mostly one
     # core's work); their errors are raised as soon as they happen, not after the scan.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-load") as pool:
@@ -331,6 +340,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
                          colour=None if info.is_still else info.colour,
                          timecode=start_tc.text if start_tc else None, metadata=tags)
     summary.profile, summary.provenance = writer.profile.name, tags
+    summary.size_note = writer.size_note
     summary.timecode = start_tc.text if start_tc else None
     try:
         check = None if info.is_still else check_passthrough(video, writer)

@@ -73,11 +73,11 @@ def test_workers_per_role_and_card():
     assert names(plan_workers("control", "auto", 1, None, 3, "h", 2, 8)) == [("h-films",
                                                                              "films", 3)]
     both = plan_workers("all", "auto", 1, None, 1, "h", 2, 8)
-    assert names(both) == [("h-films", "films", 1), ("h-gpu0", "gpu", 2), ("h-gpu1", "gpu", 2)]
+    assert names(both) == [("h-films", "films", 1), ("h-gpu0", "gpu", 1), ("h-gpu1", "gpu", 1)]
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in both[1:]] == ["0", "1"]
     # No card: a gpu-role machine runs CPU chunk workers sharing its cores; `all` runs none.
     cpu = plan_workers("gpu", "auto", 2, None, 1, "h", 0, 8)
-    assert names(cpu) == [("h-cpu0", "gpu", 2), ("h-cpu1", "gpu", 2)]
+    assert names(cpu) == [("h-cpu0", "gpu", 1), ("h-cpu1", "gpu", 1)]
     assert cpu[0].env["LIPDUB_TORCH_THREADS"] == "4" and cpu[0].env["CUDA_VISIBLE_DEVICES"] == ""
     assert names(plan_workers("all", "auto", 1, None, 1, "h", 0, 8)) == [("h-films", "films", 1)]
     with pytest.raises(LipdubError, match="--gpus 'x'"):

@@ -176,3 +176,29 @@ def test_profiles_refuse_what_they_cannot_deliver():
     assert audio_codec(master, ".mov", "fltp", "aac") == ("pcm_f32le", "flt")
     assert audio_codec(PROFILES["ffv1"], ".mkv", "s32p", "flac") == ("flac", "s32")
     assert audio_codec(review, ".mp4", "s32", "pcm_s24le") == ("aac", None)
+
+
+def test_odd_sizes_are_padded_only_where_the_chroma_cannot_hold_them():
+    from pipeline.frames import pad_frame, plane_arrays
+
+    assert PROFILES["h264"].fit_size(911, 1137, "yuv444p") == (912, 1138)  # 4:2:0: both
+    assert PROFILES["prores_hq"].fit_size(911, 1137, "yuv422p10le") == (912, 1137)  # width
+    assert PROFILES["prores_4444"].fit_size(911, 1137, "yuv444p10le") == (911, 1137)
+    assert PROFILES["ffv1"].fit_size(911, 1137, "yuv444p") == (911, 1137)
+    # A 10-bit 4:4:4 picture padded to 4:2:0-able size: edge samples repeated, nothing else
+    # changed, depth kept.
+    rng = np.random.default_rng(0)
+    frame = av.VideoFrame(7, 5, "yuv444p10le")
+    source = [rng.integers(0, 1024, (5, 7)).astype(np.uint16) for _ in range(3)]
+    for plane, data in zip(frame.planes, source):
+        buf = np.zeros((plane.height, plane.line_size // 2), np.uint16)
+        buf[:, :7] = data
+        plane.update(buf)
+    frame.pts, frame.time_base = 3, Fraction(1, 25)
+    padded = pad_frame(frame, 8, 6)
+    assert (padded.width, padded.height, padded.format.name, padded.pts) == (
+        8, 6, "yuv444p10le", 3)
+    for got, want in zip(plane_arrays(padded), source):
+        np.testing.assert_array_equal(got[:5, :7], want)
+        np.testing.assert_array_equal(got[5, :7], want[4])
+        np.testing.assert_array_equal(got[:5, 7], want[:, 6])

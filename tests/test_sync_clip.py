@@ -182,7 +182,9 @@ def test_still_image_input(media_dir, tmp_path, model, detector):
     assert len(frames) == summary["frames"] == int(np.ceil(dub_seconds * 25))
     np.testing.assert_allclose(times, np.arange(len(frames)) / 25, atol=6e-4)
     assert summary["frames_synced"] == len(frames)
-    assert (frames[0].width, frames[0].height) == (910, 1137)
+    # FFV1 keeps the exact size and the JPEG's own chroma (4:4:4), nothing padded.
+    assert (frames[0].width, frames[0].height, frames[0].format.name) == (910, 1137, "yuv444p")
+    assert summary["size_note"] == ""
 
 
 @pytest.mark.parametrize("index", [0, 1])

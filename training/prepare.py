@@ -179,6 +179,19 @@ def prepare_video(video: Path, folder: Path, options: PrepareOptions, detector) 
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    try:
+        meta = _write_video(video, info, audio, partial, options, detector)
+    except BaseException:  # an error, or a stop (SIGTERM, Ctrl-C): no half-written video left
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+    return meta
+
+
+def _write_video(video: Path, info, audio, partial: Path, options: PrepareOptions,
+                 detector) -> dict:
     sync = options.sync_options()
     times, detections = scan_video(info, None if detector is None else detector.detect, sync)
     plan, chosen, n_tracks = plan_boxes(len(times.times), detections, sync, info)
@@ -221,9 +234,6 @@ def prepare_video(video: Path, folder: Path, options: PrepareOptions, detector) 
         "mel_frames": int(mel.shape[1]),
     }
     (partial / META).write_text(json.dumps(meta, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
     return meta
 
 
