@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages some tests drive for real, when missing: Blender (the add-on test,
-# tests/test_plugin_blender.py) and PostgreSQL (the render-farm tests start their own cluster,
-# tests/test_fan_out.py). Idempotent and quiet; needs root (or sudo) and apt-get. Elsewhere it
-# says so and exits 0: those tests then skip, each with its reason.
+# tests/test_plugin_blender.py), PostgreSQL (the render-farm tests start their own cluster,
+# tests/test_fan_out.py) and Chromium (qc.html rendered headless, tests/test_qc_rendered.py).
+# Idempotent and quiet; needs root (or sudo) and apt-get. Elsewhere it says so and exits 0: those
+# tests then skip, each with its reason.
 set -euo pipefail
 wanted=()
 command -v blender >/dev/null 2>&1 || wanted+=(blender)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || wanted+=(postgresql)
+command -v chromium >/dev/null 2>&1 || wanted+=(chromium)
 if [ ${#wanted[@]} -eq 0 ]; then
     exit 0
 fi

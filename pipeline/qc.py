@@ -27,8 +27,9 @@ import numpy as np
 
 from .composite import lower_face_mask
 from .frames import to_bgr
-from .media import audio_lead, iter_video_frames, open_media
+from .media import audio_lead, iter_video_frames, open_media, probe_video
 from .qc_sync import AudioSource, SyncModel, measure, model_crop
+from .timecode import read_timecode
 
 
 @dataclass
@@ -292,6 +293,15 @@ def measure_loudness(path: Path) -> dict:
             "sample_peak_dbfs": round(20 * np.log10(peak), 2) if peak > 0 else None}
 
 
+def _picture_clock(path: Path) -> dict:
+    """The picture's frame rate and start timecode, so the report can give timecodes beside
+    frame numbers (None where the file has neither)."""
+    rate = probe_video(path).average_rate
+    start = read_timecode(path)
+    return {"frame_rate": str(rate) if rate else None,
+            "timecode": start.as_dict() if start else None}
+
+
 def run_qc(output: Path, audio: Path, segments: list[QCSegment],
            shots: list[tuple[int, int, int]], out_dir: Path, *, source: Path | None = None,
            lse: str | None = None, expert: str | None = None, device: str = "cpu",
@@ -305,7 +315,8 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
         out_dir: where ``qc.json``, ``qc.html`` and the PNGs go (created).
         source: the undubbed picture, for before/after and source-relative seam and flicker.
         lse, expert: sync networks' weights (name or file); syncnet_v2 is preferred.
-        header: shown at the top of the report and stored in the JSON (consent, provenance...).
+        header: shown at the top of the report and stored in the JSON (consent, provenance,
+            the source's ``timecode``...); without a ``timecode`` the output's own is used.
 
     Returns:
         The report as stored in ``qc.json`` (plus ``html`` and ``json`` paths).
@@ -328,6 +339,7 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
         del source_audio  # its memory map, before the scratch folder goes
     rows = summarise(results, shots, settings)
     report = {
+        **_picture_clock(output),
         **(header or {}),
         "output": str(output), "source": str(source) if source else None, "audio": str(audio),
         "sync_model": {"kind": sync.kind, "weights": sync.source} if sync else None,
