@@ -45,9 +45,8 @@ def _detector(truth: dict):
     return detect
 
 
-def test_faces_between_keyframes_follow_the_head_not_a_straight_line():
-    face = _texture()
-    pictures = [_picture(i, face) for i in range(60)]
+def _follow(pictures: list[np.ndarray]) -> MotionFrames:
+    """Every picture through keyframe detection (every 2nd) and MotionFrames, as tracking does."""
     truth = {p.tobytes(): i for i, p in enumerate(pictures)}
     keyframes = KeyframeDetector(_detector(truth), every=2, refine_iou=0.3)
     motion = MotionFrames(frame_of=lambda step: step)
@@ -56,7 +55,12 @@ def test_faces_between_keyframes_follow_the_head_not_a_straight_line():
         motion.add(i, picture, keyframes)
     keyframes.finish()
     motion.settle(keyframes)
+    return motion
 
+
+def test_faces_between_keyframes_follow_the_head_not_a_straight_line():
+    face = _texture()
+    motion = _follow([_picture(i, face) for i in range(60)])
     followed = dict(motion.estimated)
     assert sorted(followed) == list(range(1, 59, 2))  # every picture between keyframes, once
     assert sorted(motion.squares) == list(range(60))  # a face square on every picture
@@ -73,13 +77,5 @@ def test_a_face_without_texture_falls_back_to_the_straight_line():
     flat = [np.full((SIZE, SIZE, 3), 90, np.uint8) for _ in range(9)]
     for i, picture in enumerate(flat):
         picture[0, 0, 0] = i  # tell the pictures apart
-    truth = {p.tobytes(): i for i, p in enumerate(flat)}
-    keyframes = KeyframeDetector(_detector(truth), every=2, refine_iou=0.3)
-    motion = MotionFrames(frame_of=lambda step: step)
-    for i, picture in enumerate(flat):
-        keyframes.add(i, picture)
-        motion.add(i, picture, keyframes)
-    keyframes.finish()
-    motion.settle(keyframes)
-    for i, faces in motion.estimated:
+    for i, faces in _follow(flat).estimated:
         assert faces.boxes[0, 1] == pytest.approx((_top(i - 1) + _top(i + 1)) / 2, abs=1e-3)

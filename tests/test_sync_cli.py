@@ -327,6 +327,22 @@ def test_the_dub_child_dies_with_its_parent_even_on_sigkill(media_dir):
             parent.kill()
 
 
+def render_in_background(media_dir, out: Path, checkpoint, detector):
+    """`lipdub sync` of a 5 s clip into ``out`` as its own process, returned once it writes
+    (its hidden partial output exists); and its arguments."""
+    clip = media_dir / "video" / "talkinghead_woman_flag__vretalk_face3.mp4"
+    dub = media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav"
+    out.parent.mkdir()
+    args = sync_args(media_dir, clip, dub, out, checkpoint, detector)
+    proc = subprocess.Popen(lipdub_command() + args, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.parent.glob(".*partial*")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc, args
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_mid_render_stops_sync_and_leaves_nothing(media_dir, tmp_path, signum,
@@ -335,17 +351,8 @@ def test_a_signal_mid_render_stops_sync_and_leaves_nothing(media_dir, tmp_path, 
     """A farm's stop (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C while `lipdub sync`
     writes: out within 5 s, status 128 + the signal, one line, no output or hidden partial
     file, no child left."""
-    clip = media_dir / "video" / "talkinghead_woman_flag__vretalk_face3.mp4"
-    dub = media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav"
     out = tmp_path / "out" / "clip.mkv"
-    out.parent.mkdir()
-    args = sync_args(media_dir, clip, dub, out, synthetic_generator, detector_weights)
-    proc = subprocess.Popen(lipdub_command() + args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.parent.glob(".*partial*")):  # the render is writing
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
+    proc, _ = render_in_background(media_dir, out, synthetic_generator, detector_weights)
     time.sleep(0.5)
     children = process_table.children(proc.pid)
     sent = time.time()
@@ -363,17 +370,8 @@ def test_the_next_run_removes_what_a_killed_one_left(media_dir, tmp_path, synthe
                                                      detector_weights):
     """SIGKILL leaves a hidden partial output (nothing can run at the kill); the next run to
     that folder removes it, and leaves a live writer's and another machine's alone."""
-    clip = media_dir / "video" / "talkinghead_woman_flag__vretalk_face3.mp4"
-    dub = media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav"
     out = tmp_path / "out" / "clip.mkv"
-    out.parent.mkdir()
-    args = sync_args(media_dir, clip, dub, out, synthetic_generator, detector_weights)
-    proc = subprocess.Popen(lipdub_command() + args, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.parent.glob(".*partial*")):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
+    proc, args = render_in_background(media_dir, out, synthetic_generator, detector_weights)
     proc.kill()
     proc.wait()
     left = list(out.parent.glob(".*partial*"))
