@@ -19,6 +19,7 @@ set they are re-raised to show the traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import signal
@@ -101,6 +102,7 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
     if run is None:  # "lipdub" alone: show the commands
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    stopped_by = None
     try:
         code = int(run(args) or 0)
     except BrokenPipeError:
@@ -108,10 +110,10 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
         sys.stdout = open(os.devnull, "w")  # kept open: the interpreter flushes it at exit
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
-        if isinstance(exc, stopping.Stopped):  # SIGTERM, SIGHUP or SIGINT, cleaned up after
-            return _stopped(exc.signum)
-        print("lipdub: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        if not isinstance(exc, stopping.Stopped):
+            print("lipdub: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        stopped_by = exc.signum  # SIGTERM, SIGHUP or SIGINT, cleaned up after
     except Exception as exc:
         if os.environ.get("LIPDUB_DEBUG") or not _is_user_error(exc):
             raise
@@ -123,7 +125,9 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
         # told its threads to stop (pipeline.stopping) and cleaned up as for any stop.
         if not stopping.requested():
             raise
-        return _stopped(stopping.signal_number())
+        stopped_by = stopping.signal_number()
+    if stopped_by is not None:  # outside the handler: the stopped command's frames are free
+        return _stopped(stopped_by)
     if exit_now and getattr(args, "_exit_when_done", False):
         # The command has closed and renamed everything it wrote. Tearing down torch, numba and
         # scipy module by module takes 0.5-0.9 s, 5-8 % of a short clip's whole run.
@@ -134,6 +138,10 @@ def main(argv: Sequence[str] | None = None, *, exit_now: bool = False) -> int:
 
 
 def _stopped(signum: int) -> int:
+    # What the stopped command still holds (a DataLoader's worker processes, open files) is
+    # released now, while the process is whole: left to the interpreter's exit, multiprocessing's
+    # own clean-up raced a worker, which printed a traceback after our line.
+    gc.collect()
     print(f"lipdub: stopped by {signal.Signals(signum).name}", file=sys.stderr)
     return 128 + signum
 

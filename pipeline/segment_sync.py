@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stopping
 from .audio import (
     MEL_STEP_SIZE,
     constant_frame_rate,
@@ -165,6 +166,7 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
     if wait_for_card:
         wait_for_card()
     for index, box, crop, window in itertools.chain([first] if first else [], items):
+        stopping.check()  # the crops queued ahead are not worth finishing on a stop
         batch_crops.append(crop)
         batch_mels.append(window)
         batch_meta.append((index, box))

@@ -325,19 +325,7 @@ def test_a_signal_stops_dub_promptly_and_leaves_nothing(film, synthetic_generato
                # beside them into a hidden file, waiting for the second
                "lip sync": lambda: [p for p in work.rglob("units/*.npz")
                                     if not p.name.startswith(".")]}[moment]
-    deadline = time.time() + 300
-    while not reached():
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-        time.sleep(0.05)
-    children = process_table.children(proc.pid)
-    sent = time.time()
-    proc.send_signal(signum)
-    log, _ = proc.communicate(timeout=60)
-    assert time.time() - sent < 5, f"took {time.time() - sent:.1f} s to stop: {log}"
-    assert proc.returncode == 128 + signum, log
-    assert f"stopped by {signal.Signals(signum).name}" in log
-    assert "Traceback" not in log, log
-    assert not [c for c in children if process_table.running(c)], log
+    log = process_table.stop_when(proc, reached, signum, wait=300)
     left = [p.name for p in tmp_path.rglob("*") if "partial" in p.name]
     assert not out.exists() and not left, (left, log)
 
