@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from .errors import LipdubError
     from .job import JobSpecError, check_job_inputs, parse_job
     from .media import require_file
+    from .profiles import resolve_profile
     from .work_cache import writing
 
     job_path: Path = args.job
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         facts="".join(f"# {line}\n" for line in _film_facts(film)),
         film=_relative(film, folder),
         stems="".join(f"  {name}: {_relative(path, folder)}\n" for name, path in stems.items()),
-        output=_relative(output, folder), codec="h264" if output.suffix != ".mkv" else "ffv1",
+        output=_relative(output, folder),
+        codec=resolve_profile(None, output.suffix.lower()).name,  # the container's default
         generator=generator)
     missing_generator = ""
     try:  # the checks `lipdub dub` makes first: stems against the pictures, the output's codec

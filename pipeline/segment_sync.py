@@ -66,10 +66,22 @@ def units_from_decisions(decisions: list[Decision]) -> list[SyncUnit]:
     return units
 
 
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
 def film_fingerprint(path: Path, chunk: int = 16 << 20) -> str:
-    """Cheap content identity of a film: size plus sha256 of its first and last 16 MiB."""
+    """Cheap content identity of a film: size plus sha256 of its first and last 16 MiB
+    (remembered per path, size and modification time: `lipdub dub` takes it while its server
+    boots, the flow and the chunks' checks ask again)."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _fingerprints:
+        _fingerprints[key] = _fingerprint(Path(path), stat.st_size, chunk)
+    return _fingerprints[key]
+
+
+def _fingerprint(path: Path, size: int, chunk: int) -> str:
     h = hashlib.sha256()
-    size = path.stat().st_size
     h.update(str(size).encode())
     with open(path, "rb") as f:
         h.update(f.read(chunk))
