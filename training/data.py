@@ -378,4 +378,12 @@ def make_loader(dataset: Dataset, batch_size: int, start_step: int, end_step: in
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=False,
+        worker_init_fn=_share_by_file_name if num_workers else None,
     )
+
+
+def _share_by_file_name(worker_id: int) -> None:
+    """A worker hands its batches over by shared-memory file name, not by passing descriptors:
+    that needs a descriptor-serving thread in the worker, which printed a traceback when a
+    stopped run's main process went first (one SIGINT stop test in CI)."""
+    torch.multiprocessing.set_sharing_strategy("file_system")
