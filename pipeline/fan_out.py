@@ -153,7 +153,7 @@ class ChunksFailed(LipdubError):
 def run_chunks(farm: Farm, chunks: list[Chunk], parameters: Callable[[Chunk, Path], dict],
                records: Path, parent_id: str, *, retries: int = 2, in_flight: int | None = None,
                poll: float = 1.0, on_done: Callable[[Chunk, dict], None] | None = None,
-               log=None) -> list[dict]:
+               on_poll: Callable[[], None] | None = None, log=None) -> list[dict]:
     """Run ``chunks`` as child flow runs and wait for them all; returns their records in order.
 
     Arguments:
@@ -163,6 +163,9 @@ def run_chunks(farm: Farm, chunks: list[Chunk], parameters: Callable[[Chunk, Pat
             the same children back instead of starting them twice).
         in_flight: children scheduled at once (default two per chunk worker): enough that a
             worker never waits, few enough that a cancel or a failure wastes little.
+        on_done: hears of each chunk as it completes, with its record.
+        on_poll: called every ``poll`` seconds while chunks run (to look for results that
+            chunks leave in the work folder before they end).
     """
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -194,6 +197,8 @@ def run_chunks(farm: Farm, chunks: list[Chunk], parameters: Callable[[Chunk, Pat
                         idempotency_key=f"{parent_id}:{chunk.stage}:{chunk.index}:{attempt}")
                     running[run.id] = (chunk, time.perf_counter())
                 time.sleep(poll)
+                if on_poll:
+                    on_poll()
                 runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                     id=FlowRunFilterId(any_=list(running))))
                 for run in runs:

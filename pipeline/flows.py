@@ -383,9 +383,9 @@ class _FanOut:
         self.count = lambda frames: chunk_count(frames, fps, spec.distribute.chunk_seconds,
                                                 len(farm.workers))
 
-    def _run(self, chunks: list[Chunk], parameters, on_done) -> list[dict]:
+    def _run(self, chunks: list[Chunk], parameters, on_done, on_poll=None) -> list[dict]:
         records = run_chunks(self.farm, chunks, parameters, self.work / "chunks", self.parent,
-                             on_done=on_done, log=self.log)
+                             on_done=on_done, on_poll=on_poll, log=self.log)
         self.records += [{"stage": c.stage, **r} for c, r in zip(chunks, records)]
         return records
 
@@ -415,7 +415,7 @@ class _FanOut:
         spec, scan, work = self.spec, self.scan, self.work
         device_type, precision = farm_precision(spec.settings, self.farm)
         by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
-        finished, missing = {}, []
+        finished, expected = {}, {}
         for i, u in enumerate(units):
             path, _ = unit_path(spec, self.info, scan, u, by_track[(u.shot, u.track_id)],
                                 stems[u.character], self.film_id, weights_sha, work,
@@ -425,7 +425,8 @@ class _FanOut:
                 unit_file(i, str(path))
                 unit_done(u.end - u.start)
             else:
-                missing.append(i)
+                expected[i] = path
+        missing = list(expected)
         frames = [units[i].end - units[i].start for i in missing]
         # The stems' content hashes (made once, for their analysis): a chunk finds the
         # analysis under them instead of hashing every stem again in each new process.
@@ -437,16 +438,31 @@ class _FanOut:
             return {"unit": asdict(u), "tracks": str(tracks_path(spec, scan, u.shot, work,
                                                                  detector_sha))}
 
+        def arrived(i: int, path: str, computed: bool) -> None:
+            finished[i] = {"unit": units[i].name, "path": path, "cached": not computed}
+            unit_file(i, path)
+            unit_done(units[i].end - units[i].start)
+
+        def look() -> None:
+            # A unit's file is renamed into place when whole: the assembly and the progress
+            # take it up at once rather than when its chunk ends (a chunk holds several units,
+            # and the last ones would otherwise all be assembled after the lip sync).
+            for i, path in list(expected.items()):
+                if path.exists():
+                    del expected[i]
+                    arrived(i, str(path), computed=True)
+
         def on_done(chunk: Chunk, record: dict) -> None:
             for i, item in zip(chunk.items, record["items"]):
-                finished[i] = {"unit": item["unit"], "path": item["path"],
-                               "cached": not item["computed"]}
-                unit_file(i, item["path"])
-            unit_done(chunk.frames)
+                if expected.pop(i, None) is not None:
+                    arrived(i, item["path"], item["computed"])
+                else:  # seen already: the record says whether it was computed or found
+                    finished[i]["cached"] = not item["computed"]
 
         chunks = make_chunks("lipsync", missing, frames, self.count(sum(frames)), "units")
         self._run(chunks, lambda c, record: {"job": self.job, "units": [entry(i) for i in c.items],
-                                             "expect": expect, "record": str(record)}, on_done)
+                                             "expect": expect, "record": str(record)}, on_done,
+                  look)
         return finished
 
 
