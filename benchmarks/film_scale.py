@@ -94,9 +94,9 @@ def run_start(flow_run_id: str, api_url: str) -> float:
     """Seconds from the film's run being created to its flow starting (for a submitted film:
     a control worker's pick-up, a new process, its imports and Prefect's engine)."""
     from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    os.environ["PREFECT_API_URL"] = api_url
-    with get_client(sync_client=True) as client:
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
     return round((run.start_time - run.created).total_seconds(), 1)
 

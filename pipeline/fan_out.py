@@ -82,9 +82,45 @@ def make_chunks(stage: str, items: Sequence[int], weights: Sequence[int], count:
     chunks = []
     for i, run in enumerate(plan_chunks(weights, count)):
         ids = tuple(items[j] for j in run)
-        label = f"{noun} {ids[0]}" if len(ids) == 1 else f"{noun} {ids[0]}-{ids[-1]}"
-        chunks.append(Chunk(stage, i, ids, sum(weights[j] for j in run), label))
+        chunks.append(Chunk(stage, i, ids, sum(weights[j] for j in run), _label(noun, ids)))
     return chunks
+
+
+def make_waves(stage: str, items: Sequence[int], weights: Sequence[int], count: int,
+               workers: int, noun: str) -> list[Chunk]:
+    """Chunks whose results are taken up in film order as they land (lip-sync units: the
+    assembly writes the film beside them): ``items`` cut by :func:`plan_chunks` into contiguous
+    waves of ``workers`` chunks (``count`` chunks in all, rounded up to whole waves), each
+    wave's items dealt in film order to the chunk of that wave with the fewest frames so far.
+
+    Contiguous chunks that run side by side would finish their film regions together, and the
+    assembly, which waits for the first, would write the others after the lip sync; dealt, the
+    chunks of a wave move through one region of the film together.
+    """
+    workers = max(workers, 1)
+    chunks: list[Chunk] = []
+    for wave in plan_chunks(weights, math.ceil(max(count, 1) / workers)):
+        dealt: list[list[int]] = [[] for _ in range(min(workers, len(wave)))]
+        frames = [0] * len(dealt)
+        for j in wave:
+            k = min(range(len(dealt)), key=lambda k: (frames[k], k))
+            dealt[k].append(j)
+            frames[k] += weights[j]
+        for share, total in zip(dealt, frames):
+            ids = tuple(items[j] for j in share)
+            chunks.append(Chunk(stage, len(chunks), ids, total, _label(noun, ids)))
+    return chunks
+
+
+def _label(noun: str, ids: tuple[int, ...]) -> str:
+    """What a chunk's run is called: "shots 3-5", "shots 2, 5", "units 4, 6 ... 12 (5)"."""
+    if len(ids) == 1:
+        return f"{noun} {ids[0]}"
+    if list(ids) == list(range(ids[0], ids[-1] + 1)):
+        return f"{noun} {ids[0]}-{ids[-1]}"
+    if len(ids) <= 3:
+        return f"{noun} " + ", ".join(map(str, ids))
+    return f"{noun} {ids[0]}, {ids[1]} ... {ids[-1]} ({len(ids)})"
 
 
 @dataclass

@@ -42,6 +42,7 @@ from .fan_out import (
     farm_precision,
     find_farm,
     make_chunks,
+    make_waves,
     run_chunks,
 )
 from .film_scan import FilmScan, TrackInfo, load_tracks
@@ -459,7 +460,8 @@ class _FanOut:
                 else:  # seen already: the record says whether it was computed or found
                     finished[i]["cached"] = not item["computed"]
 
-        chunks = make_chunks("lipsync", missing, frames, self.count(sum(frames)), "units")
+        chunks = make_waves("lipsync", missing, frames, self.count(sum(frames)),
+                            len(self.farm.workers), "units")
         self._run(chunks, lambda c, record: {"job": self.job, "units": [entry(i) for i in c.items],
                                              "expect": expect, "record": str(record)}, on_done,
                   look)

@@ -27,7 +27,13 @@ from filmmaker import make_film, write_stem
 
 from pipeline.errors import LipdubError
 from pipeline.fan_out import Farm as ChunkFarm
-from pipeline.fan_out import chunk_count, farm_precision, make_chunks, plan_chunks
+from pipeline.fan_out import (
+    chunk_count,
+    farm_precision,
+    make_chunks,
+    make_waves,
+    plan_chunks,
+)
 from pipeline.job import Settings
 
 HOST = socket.gethostname()
@@ -62,8 +68,38 @@ def test_chunks_hold_whole_shots_named_by_their_indices():
     # Shots 2, 5, 6 and 9 are missing (the others are in the work folder).
     chunks = make_chunks("tracks", [2, 5, 6, 9], [100, 40, 60, 100], 2, "shots")
     assert [c.items for c in chunks] == [(2, 5), (6, 9)]
-    assert [c.frames for c in chunks] == [140, 160] and chunks[1].label == "shots 6-9"
+    assert [c.frames for c in chunks] == [140, 160] and chunks[1].label == "shots 6, 9"
+    assert make_chunks("tracks", [3, 4, 5], [1, 1, 1], 1, "shots")[0].label == "shots 3-5"
     assert chunk_count(9000, 25.0, 60.0, 2) == 6 and chunk_count(100, 25.0, 60.0, 2) == 2
+
+
+def test_units_are_dealt_in_waves_so_side_by_side_chunks_move_through_the_film_together():
+    # Eight equal units, two workers, two chunks: one wave, dealt alternately.
+    chunks = make_waves("lipsync", list(range(8)), [10] * 8, 2, 2, "units")
+    assert [c.items for c in chunks] == [(0, 2, 4, 6), (1, 3, 5, 7)]
+    assert [c.frames for c in chunks] == [40, 40] and chunks[0].label == "units 0, 2 ... 6 (4)"
+    # Four chunks on two workers: two waves (the first half, then the second), each dealt.
+    chunks = make_waves("lipsync", list(range(8)), [10] * 8, 4, 2, "units")
+    assert [c.items for c in chunks] == [(0, 2), (1, 3), (4, 6), (5, 7)]
+    assert [c.index for c in chunks] == [0, 1, 2, 3] and chunks[1].label == "units 1, 3"
+    # A long unit first: the next ones go to the other chunk until it has caught up.
+    chunks = make_waves("lipsync", [3, 4, 5, 6], [30, 10, 10, 10], 2, 2, "units")
+    assert [c.items for c in chunks] == [(3,), (4, 5, 6)] and chunks[0].label == "units 3"
+
+
+def test_waves_hold_every_unit_once_in_film_order_and_balanced():
+    rng = random.Random(11)
+    for _ in range(300):
+        weights = [rng.randint(1, 400) for _ in range(rng.randint(1, 60))]
+        count, workers = rng.randint(1, 12), rng.randint(1, 4)
+        chunks = make_waves("lipsync", list(range(len(weights))), weights, count, workers, "u")
+        assert sorted(i for c in chunks for i in c.items) == list(range(len(weights)))
+        assert all(c.items and list(c.items) == sorted(c.items) for c in chunks)
+        assert [c.frames for c in chunks] == [sum(weights[i] for i in c.items) for c in chunks]
+        assert len(chunks) <= -(-count // workers) * workers  # whole waves
+        if count <= workers:  # one wave: its chunks differ by at most one unit's frames
+            frames = [c.frames for c in chunks]
+            assert max(frames) - min(frames) <= max(weights)
 
 
 def test_workers_per_role_and_card():
