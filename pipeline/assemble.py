@@ -118,7 +118,8 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, U
         if check and check.ok:
             pictures = iter_packets_and_frames(info.path, _edited_frames(units))
         else:
-            pictures = ((i, None, f) for i, f in enumerate(iter_video_frames(info.path)))
+            pictures = ((i, None, f) for i, f in enumerate(iter_video_frames(
+                info.path, accept_damaged=info.accept_damaged)))
         for index, packet, frame in pictures:
             stopping.check()  # a thread of its own in a film run: stopped here on a signal
             while pending and pending[0][0] <= index:

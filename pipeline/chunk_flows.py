@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -70,7 +71,8 @@ def _chunk_inputs(job: dict, expect: dict, *, weights: bool):
     _same_as_coordinator(spec, expect, weights=weights)
     _use_threads()
     work = Path(expect["work"])
-    return spec, work, probe_video(spec.film), shared_scan(spec, work)
+    info = replace(probe_video(spec.film), accept_damaged=spec.settings.accept_damaged)
+    return spec, work, info, shared_scan(spec, work)
 
 
 def _leave_record(record: str, items: list[dict], started: float) -> dict:

@@ -76,6 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                           "ffv1 (.mkv), h264/h265 review copies (default: h264 for mp4/mov, "
                           "ffv1 for mkv)")
     run.add_argument("--fps", type=float, default=25.0, help="frame rate for a still picture")
+    run.add_argument("--accept-damaged", action="store_true",
+                     help="go on past a damaged video (pictures the decoder had to conceal, a "
+                     "file shorter than it announces) instead of refusing it; every affected "
+                     "frame is listed on stderr and in the summary")
     run.add_argument("--no-colour-match", action="store_true",
                      help="do not match the mouth's colour to the face at the mask edge")
     run.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -106,7 +110,8 @@ def options_from_args(args: argparse.Namespace):
         batch_size=args.batch_size, device=args.device, precision=args.precision,
         smooth=not args.nosmooth, detect_every=args.detect_every,
         detect_max_side=args.detect_size, detector=args.detector, codec=args.codec,
-        still_fps=args.fps, match_colour=not args.no_colour_match, overwrite=args.overwrite,
+        still_fps=args.fps, match_colour=not args.no_colour_match,
+        accept_damaged=args.accept_damaged, overwrite=args.overwrite,
         progress=False if args.no_progress else None,
     )
 
@@ -139,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2), file=sys.stdout)
     if summary.size_note:  # recorded in the summary; said here too
         print(f"warning: {summary.size_note}", file=sys.stderr)
+    for damage in summary.damage:  # accepted with --accept-damaged; said, never silent
+        at = f" ({damage['time']:.3f} s)" if damage["time"] is not None else ""
+        print(f"warning: damaged input: frame {damage['frame']}{at}: {damage['what']}",
+              file=sys.stderr)
     audio = summary.audio_report
     padded = audio.get("padded_seconds", 0.0)
     picture = audio.get("source_duration", 0.0) - audio.get("cut_seconds", 0.0) + padded

@@ -61,7 +61,8 @@ def score_faces(sync: SyncModel, info: VideoInfo, scan: FilmScan, candidates: li
     crops: dict[int, list[np.ndarray]] = {t.track_id: [] for t in candidates}
     times: dict[int, list[float]] = {t.track_id: [] for t in candidates}
     end_time = float(scan.times[hi]) if hi < len(scan.times) else None
-    frames = iter_video_frames(info.path, start_time=float(scan.times[lo]), end_time=end_time)
+    frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
+                               start_time=float(scan.times[lo]), end_time=end_time)
     for index, frame in enumerate(frames, start=lo):
         if index >= hi:
             break

@@ -16,7 +16,7 @@ from .errors import LipdubError
 from .face_track import FaceTrack, group_faces, iou, link_tracks, smooth_boxes
 from .frames import to_bgr
 from .keyframes import KeyframeDetector
-from .media import VideoInfo, iter_video_frames
+from .media import Damage, VideoInfo, iter_video_frames
 from .motion_frames import MotionFrames
 from .mouth_activity import mouth_deformation, mouth_from_square
 from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
@@ -33,10 +33,12 @@ MOTION_STEP = 2
 
 @dataclass
 class FilmScan:
-    """Every frame's presentation time and the shots."""
+    """Every frame's presentation time and the shots; the damage found on the way (when the
+    film's damage is accepted, see :func:`pipeline.media.iter_video_frames`)."""
 
     times: np.ndarray
     shots: list[Shot]
+    damage: list[Damage] = field(default_factory=list)
 
     @property
     def frame_duration(self) -> float:
@@ -65,8 +67,9 @@ def scan_film(info: VideoInfo, *, cut_times: list[float] | None = None,
     detector = None if cut_times is not None else ShotDetector(info.average_rate, threshold)
     scale = min(1.0, SHOT_DETECT_SIDE / max(info.width, info.height))
     small = (max(2, round(info.width * scale)) & ~1, max(2, round(info.height * scale)) & ~1)
-    times = []
-    for i, frame in enumerate(iter_video_frames(info.path)):
+    times, damage = [], []
+    frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged, damage=damage)
+    for i, frame in enumerate(frames):
         times.append(float(frame.pts * frame.time_base))
         if detector is not None:
             detector.add(frame.pts, frame.time_base, to_bgr(frame, *small))
@@ -74,8 +77,8 @@ def scan_film(info: VideoInfo, *, cut_times: list[float] | None = None,
             progress(i + 1)
     arr = np.asarray(times)
     if cut_times is not None:
-        return FilmScan(arr, shots_from_list(arr, [arr[0] + t for t in cut_times]))
-    return FilmScan(arr, shots_from_cuts(arr, detector.cut_times))
+        return FilmScan(arr, shots_from_list(arr, [arr[0] + t for t in cut_times]), damage)
+    return FilmScan(arr, shots_from_cuts(arr, detector.cut_times), damage)
 
 
 @dataclass
@@ -137,7 +140,8 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
     scale = min(1.0, max_side / max(info.width, info.height))
     small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
     back = np.array([info.width / small_w, info.height / small_h])
-    frames = iter_video_frames(info.path, start_time=float(scan.times[shot.start]),
+    frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
+                               start_time=float(scan.times[shot.start]),
                                end_time=float(scan.times[shot.end]) if shot.end < len(scan.times)
                                else None)
     # The detector sees motion frames only, numbered in motion steps, so that its keyframes

@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .errors import LipdubError
+from .errors import LipdubError, MediaError
 from .film_scan import TRACKS_VERSION, FilmScan, TrackInfo, load_tracks, save_tracks, scan_film
 from .job import JobSpec
-from .media import VideoInfo
+from .media import Damage, VideoInfo
 from .segment_sync import SyncUnit, lipsync_unit, unit_boxes, unit_key
 from .shots import shots_from_cuts
 from .stem_mel import stem_mel
@@ -86,17 +88,25 @@ def scan_path(job: JobSpec, work: Path) -> Path:
 def load_scan(path: Path) -> FilmScan:
     with np.load(path) as d:
         times = d["times"]
-        return FilmScan(times, shots_from_cuts(times, list(d["cuts"])))
+        damage = json.loads(str(d["damage"])) if "damage" in d else []
+        return FilmScan(times, shots_from_cuts(times, list(d["cuts"])),
+                        [Damage(**x) for x in damage])
 
 
 def film_shots(job: JobSpec, info: VideoInfo, work: Path) -> FilmScan:
     """The film's frame times and shots: from the work folder, or scanned once and kept."""
     cached = scan_path(job, work)
     if cached.exists():
-        return load_scan(cached)
+        scan = load_scan(cached)
+        if scan.damage and not info.accept_damaged:  # kept by a run that accepted it
+            raise MediaError(f"{info.path}: damaged: {len(scan.damage)} place(s), the first "
+                             f"at frame {scan.damage[0].frame}: {scan.damage[0].what}. Accept "
+                             "the damage (the job's settings.accept_damaged) or repair the film")
+        return scan
     scan = scan_film(info, cut_times=job.shots, threshold=job.settings.shot_threshold)
     with writing(cached) as tmp:
-        np.savez(tmp, times=scan.times, cuts=np.array([s.start_time for s in scan.shots[1:]]))
+        np.savez(tmp, times=scan.times, cuts=np.array([s.start_time for s in scan.shots[1:]]),
+                 damage=np.array(json.dumps([asdict(d) for d in scan.damage])))
     return scan
 
 

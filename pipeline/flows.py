@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future as ConcurrentFuture
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -147,7 +147,8 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
     out = job.output.path
     report = run_qc(out, audio, segments, [(s.index, s.start, s.end) for s in scan.shots],
                     out.with_name(out.stem + "_qc"), source=job.film, lse=job.checkpoints.lse,
-                    expert=job.checkpoints.expert, device="cpu", header=header)
+                    expert=job.checkpoints.expert, device="cpu", header=header,
+                    source_damage_accepted=job.settings.accept_damaged, stems=job.stems)
     return {"html": report["html"], "json": report["json"],
             "shots": len(report["shots"]), "report": report,
             "verdict": verdict_line(report["shots_flagged"], len(report["shots"])),
@@ -174,7 +175,7 @@ def _dub_film(job: dict | str) -> dict:
     check_job_inputs(spec)
     log.info("dubbing %s into %s; characters: %s", spec.film, spec.output.path,
              ", ".join(spec.stems))
-    info = probe_video(spec.film)
+    info = replace(probe_video(spec.film), accept_damaged=spec.settings.accept_damaged)
     film_id = film_fingerprint(spec.film)
     work = film_work_dir(spec, film_id)
     work.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,9 @@ def _dub_film(job: dict | str) -> dict:
     scan = scan_task(spec, info, work)
     clock["scanned"] = time.perf_counter()
     log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
+    for damage in scan.damage:  # accepted (settings.accept_damaged), never silent
+        log.warning("damaged film: frame %d%s: %s", damage.frame,
+                    f" ({damage.time:.3f} s)" if damage.time is not None else "", damage.what)
     detector_sha = detector_identity(spec)
     stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
     farm = find_farm(spec.distribute.mode, _deployment_name())
@@ -261,12 +265,14 @@ def _dub_film(job: dict | str) -> dict:
         segments = [seg for st in stems.values() for seg in st.segments]
         qc = qc_task(spec, scan, results, audio, {
             "consent": spec.consent, "provenance": tags, "stem_mix": mix,
+            "damage": [asdict(d) for d in scan.damage],
             "timecode": start_tc.as_dict() if start_tc else None,
             "routing": routing_by_shot(scan, tracks, segments, decisions, routing.heard)})
     clock["checked"] = time.perf_counter()
     summary = _summary(spec, scan, tracks, stems, decisions, results, changed,
                        done["audio"] or {}, clock)
     summary["stem_mix"] = mix
+    summary["damage"] = [asdict(d) for d in scan.damage]
     summary["chunks"] = fan.records if fan else []
     summary.update({"profile": done["profile"], "pix_fmt": done["pix_fmt"],
                     "packets_copied": done["packets_copied"],

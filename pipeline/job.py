@@ -128,6 +128,10 @@ class Settings(_Strict):
         description="with checkpoints.expert: how much more in sync with the original audio "
         "the chosen face must be than the next one (expert confidence units)")
     match_colour: bool = True
+    accept_damaged: bool = Field(
+        default=False, description="go on past a damaged film (pictures the decoder had to "
+        "conceal, a file that ends before its announced count) instead of refusing it; every "
+        "affected frame is listed in the run summary, the log and QC")
 
 
 class Distribute(_Strict):

@@ -5,10 +5,18 @@ For every dubbed segment (frames [start, end) of one face, with its box per fram
 - sync: LSE-D, LSE-C and the A/V offset (:mod:`pipeline.qc_sync`; "not measured" when no sync
   network is given);
 - seam: the luma step across the composite mask's soft edge, measured along the edge's normal
-  (mean |dL/dn| in 8-bit grey levels where the mask changes); with the source at hand, the
-  output's value minus the source's, so only what the composite added counts;
+  (mean |dL/dn| in 8-bit grey levels where the mask changes);
 - flicker: the temporal second difference of luma inside the mouth region (mask > 0.5),
-  |L(t-1) - (L(t-2) + L(t)) / 2| averaged, grey levels; likewise minus the source's.
+  |L(t-1) - (L(t-2) + L(t)) / 2| averaged, grey levels.
+  Both are judged by what the composite added, never by what a face has anyway (a jaw line
+  crosses the mask's edge, a speaking mouth moves): with the source at hand, the output's value
+  minus the source's at the same frame; without it, minus the same face's value on the
+  untouched frames just outside the segment (``QCSettings.baseline_frames`` on each side,
+  within the shot, the segment's first or last box; flicker must then also exceed what those
+  frames showed, as speech moves a mouth by itself); with neither, they are reported and not
+  judged;
+- audio: digital silence (every sample zero) in the delivered audio, or in the character's own
+  stem, over a segment is flagged (a silent stem routed to a face, a lost mix).
 
 The picture is decoded once (the source beside it, in step). Shots sum up their segments; a shot
 is flagged when any of its segments is. :mod:`pipeline.qc_report` writes the contact sheets, the
@@ -18,6 +26,7 @@ sync-confidence plots, ``qc.json`` and ``qc.html``.
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,8 +61,13 @@ class QCSettings:
         max_offset_frames: |A/V offset| above this many frames is flagged.
         min_lse_c: syncnet_v2 confidence below this is flagged (published real footage: 6-8).
         min_expert_c: expert confidence (its own scale) at or below this is flagged.
-        max_seam: grey levels the composite may add across the mask edge.
-        max_flicker: grey levels of temporal flicker the composite may add in the mouth.
+        max_seam: grey levels the composite may add across the mask edge (untouched footage
+            measures 0 +- 1: the pictures' own noise).
+        max_flicker: grey levels of temporal flicker the composite may add in the mouth
+            (judged against the untouched frames beside a segment, at least as much flicker
+            as those frames showed: a speaking mouth flickers by itself).
+        baseline_frames: untouched frames on each side of a segment that seam and flicker are
+            measured against when there is no source.
         sheet_frames: pictures per shot on the contact sheet.
     """
 
@@ -62,6 +76,7 @@ class QCSettings:
     min_expert_c: float = 0.0
     max_seam: float = 4.0
     max_flicker: float = 3.0
+    baseline_frames: int = 8
     sheet_frames: int = 6
 
 
@@ -72,10 +87,27 @@ class _Collect:
     crops: list[np.ndarray] = field(default_factory=list)
     seam: list[float] = field(default_factory=list)
     flicker: list[float] = field(default_factory=list)
+    # Untouched frames beside the segment (frame -> box) and their values, when no source.
+    baseline: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    base_seam: list[float] = field(default_factory=list)
+    base_flicker: list[float] = field(default_factory=list)
 
     @property
     def last(self) -> int:
-        return max(self.segment.boxes) if self.segment.boxes else -1
+        return max([*self.segment.boxes, *self.baseline], default=-1)
+
+
+def _baseline(segment: QCSegment, shot: tuple[int, int] | None,
+              count: int) -> dict[int, tuple[int, int, int, int]]:
+    """Up to ``count`` frames on each side of ``segment``, inside its ``shot`` ([start, end)),
+    with the segment's first or last box: the same face, untouched."""
+    if not segment.boxes or shot is None or count <= 0:
+        return {}
+    first, last = min(segment.boxes), max(segment.boxes)
+    before = range(max(shot[0], segment.start - count), segment.start)
+    after = range(segment.end, min(shot[1], segment.end + count))
+    return {**{f: segment.boxes[first] for f in before},
+            **{f: segment.boxes[last] for f in after}}
 
 
 def _edge_terms(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,9 +159,15 @@ def sheet_picks(segments: list[QCSegment], count: int) -> set[int]:
 
 def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | None = None,
                      sync: SyncModel | None = None, audio: AudioSource | None = None,
-                     sheet_frames: int = 6, sheet_dir: Path | None = None
+                     sheet_frames: int = 6, sheet_dir: Path | None = None,
+                     source_damage_accepted: bool = False,
+                     shots: dict[int, tuple[int, int]] | None = None, baseline_frames: int = 8
                      ) -> tuple[list[dict], dict[int, str]]:
     """Decode ``output`` (and ``source`` in step) once and measure every segment.
+
+    Without a ``source``, each segment's seam and flicker are measured on the untouched
+    frames beside it too (``baseline_frames`` each side, within its shot from ``shots``:
+    index -> [start, end)).
 
     A shot's contact sheet is written into ``sheet_dir`` as soon as its last segment is
     measured, so a feature's worth of tiles is never held at once.
@@ -156,14 +194,19 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
 
     picks = set().union(*(sheet_picks(s, sheet_frames) for s in by_shot.values())) if by_shot \
         else set()
-    last = max((s.end for s in segments), default=0)
     collecting = {s.name: _Collect(s) for s in segments}
+    if source is None:
+        for col in collecting.values():
+            col.baseline = _baseline(col.segment, (shots or {}).get(col.segment.shot),
+                                     baseline_frames)
+    last = max((col.last + 1 for col in collecting.values()), default=0)
     lasts = {name: col.last for name, col in collecting.items()}
     tiles: dict[int, list] = {}
     history: list[tuple[np.ndarray, np.ndarray | None]] = []  # (output luma, source luma)
     results: list[dict] = []
     out_frames = iter_video_frames(output)
-    src_frames = iter_video_frames(source) if source else itertools.repeat(None)
+    src_frames = (iter_video_frames(source, accept_damaged=source_damage_accepted) if source
+                  else itertools.repeat(None))
     t0 = None
     for index, (frame, src) in enumerate(zip(out_frames, src_frames)):
         if index >= last:
@@ -172,12 +215,21 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
         t0 = time if t0 is None else t0
         active = [c for c in collecting.values()
                   if c.segment.start <= index < c.segment.end and index in c.segment.boxes]
-        if not active:
+        beside = [c for c in collecting.values() if index in c.baseline]
+        if not active and not beside:
             history.clear()
             continue
         bgr = to_bgr(frame)
         src_bgr = to_bgr(src) if src is not None else None
         history = (history + [(_luma(bgr), None if src_bgr is None else _luma(src_bgr))])[-3:]
+        for col in beside:
+            box = col.baseline[index]
+            seam, flicker = _box_metrics([h[0] for h in history], box,
+                                         lower_face_mask(box[3] - box[1], box[2] - box[0]))
+            col.base_seam.append(seam)
+            # Flicker spans three pictures: only where all three are untouched.
+            if flicker is not None and {index - 1, index - 2} <= col.baseline.keys():
+                col.base_flicker.append(flicker)
         for col in active:
             box = col.segment.boxes[index]
             mask = lower_face_mask(box[3] - box[1], box[2] - box[0])
@@ -195,7 +247,7 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
             if index in picks:
                 tiles.setdefault(col.segment.shot, []).append(
                     (index, _tile(src_bgr, box), _tile(bgr, box)))
-        for col in [c for c in active if index == lasts[c.segment.name]]:
+        for col in [c for c in [*active, *beside] if index == lasts[c.segment.name]]:
             finished(col, t0)
             del collecting[col.segment.name]
     for col in list(collecting.values()):  # segments whose pictures ran out early
@@ -225,16 +277,67 @@ def _finish(col: _Collect, sync: SyncModel | None, audio: AudioSource | None, t0
         sync_result = {"measured": False, "reason": "no pictures with a face box"}
     else:
         sync_result = measure(sync, col.crops, np.asarray(col.times), audio, t0)
+    seam = float(np.mean(col.seam)) if col.seam else None
+    flicker = float(np.mean(col.flicker)) if col.flicker else None
+    beside = {}
+    if relative:
+        against = "source"
+    elif col.base_seam:
+        against = "untouched frames beside"
+        beside = {"seam_beside": round(float(np.mean(col.base_seam)), 3),
+                  "flicker_beside": (round(float(np.mean(col.base_flicker)), 3)
+                                     if col.base_flicker else None)}
+        seam = None if seam is None else seam - beside["seam_beside"]
+        flicker = (flicker - beside["flicker_beside"]
+                   if flicker is not None and col.base_flicker else None)
+    else:
+        against = "nothing"  # reported as measured, not judged
     return {
         "name": seg.name, "shot": seg.shot, "character": seg.character,
         "start": seg.start, "end": seg.end, "frames_measured": len(col.times),
         "start_time": round(col.times[0] - t0, 4) if col.times else None,
         "end_time": round(col.times[-1] - t0, 4) if col.times else None,
         "sync": sync_result,
-        "seam": round(float(np.mean(col.seam)), 3) if col.seam else None,
-        "flicker": round(float(np.mean(col.flicker)), 3) if col.flicker else None,
-        "relative_to_source": relative,
+        "seam": None if seam is None else round(seam, 3),
+        "flicker": None if flicker is None else round(flicker, 3),
+        "relative_to": against, **beside,
+        "silent": [],  # filled by run_qc: "delivered audio", "stem"
     }
+
+
+def silent_spans(path: Path, spans: list[tuple[float, float]], delay: float = 0.0
+                 ) -> list[bool]:
+    """Whether ``path``'s audio is digital silence (every sample of every channel zero) over
+    each span ([start, end) seconds after the first picture; ``delay``: seconds of audio before
+    it). Streamed; a span past the audio's end is silent there."""
+    from .stems import iter_audio_blocks
+
+    with open_media(path) as container:
+        rate = container.streams.audio[0].rate
+    bounds = [(int(round((a + delay) * rate)),
+               int(min(b + delay, 1e9) * rate)) for a, b in spans]
+    heard = [False] * len(spans)
+    at = 0
+    for block in iter_audio_blocks(path, None, mono=False, block_seconds=10.0):
+        nonzero = np.flatnonzero(np.any(block != 0, axis=0)) + at
+        for i, (lo, hi) in enumerate(bounds):
+            if not heard[i] and lo < at + block.shape[1] and hi > at and len(nonzero):
+                j = np.searchsorted(nonzero, lo)
+                heard[i] = j < len(nonzero) and nonzero[j] < hi
+        at += block.shape[1]
+    return [not h for h in heard]
+
+
+def _mark_silence(results: list[dict], audio: Path, delay: float, where: str) -> None:
+    """Add ``where`` to the ``silent`` list of each measured segment that is silent in it."""
+    measured = [r for r in results if r["start_time"] is not None]
+    spans = []
+    for r in measured:
+        step = (r["end_time"] - r["start_time"]) / max(r["frames_measured"] - 1, 1)
+        spans.append((r["start_time"], r["end_time"] + step))
+    for r, silent in zip(measured, silent_spans(audio, spans, delay) if spans else []):
+        if silent:
+            r["silent"].append(where)
 
 
 def flag_segment(result: dict, settings: QCSettings) -> list[str]:
@@ -248,10 +351,16 @@ def flag_segment(result: dict, settings: QCSettings) -> list[str]:
         low = settings.min_lse_c if sync["metric"] == "syncnet_v2" else settings.min_expert_c
         if sync["lse_c"] <= low:
             flags.append(f"low sync confidence (LSE-C {sync['lse_c']:.2f} <= {low:g})")
-    if result["seam"] is not None and result["seam"] > settings.max_seam:
+    judged = result.get("relative_to", "source") != "nothing"
+    if judged and result["seam"] is not None and result["seam"] > settings.max_seam:
         flags.append(f"visible seam (+{result['seam']:.1f} grey levels across the mask edge)")
-    if result["flicker"] is not None and result["flicker"] > settings.max_flicker:
+    # Beside the segment rather than under it, a face's own mouth moves differently (speech
+    # starts and stops): there, flicker must also exceed what the face showed by itself.
+    flicker_limit = max(settings.max_flicker, result.get("flicker_beside") or 0.0)
+    if judged and result["flicker"] is not None and result["flicker"] > flicker_limit:
         flags.append(f"mouth flicker (+{result['flicker']:.1f} grey levels)")
+    for where in result.get("silent", []):
+        flags.append(f"digital silence in the {where} (every sample zero)")
     return flags
 
 
@@ -306,7 +415,8 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
            shots: list[tuple[int, int, int]], out_dir: Path, *, source: Path | None = None,
            lse: str | None = None, expert: str | None = None, device: str = "cpu",
            settings: QCSettings | None = None, loudness: bool = True,
-           header: dict | None = None) -> dict:
+           header: dict | None = None, source_damage_accepted: bool = False,
+           stems: dict[str, Path] | None = None) -> dict:
     """Measure, flag and write the QC report of ``output`` (see the module docstring).
 
     Arguments:
@@ -317,26 +427,55 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
         lse, expert: sync networks' weights (name or file); syncnet_v2 is preferred.
         header: shown at the top of the report and stored in the JSON (consent, provenance,
             the source's ``timecode``...); without a ``timecode`` the output's own is used.
+        source_damage_accepted: the source decodes past damage (the job accepted it; the
+            header's ``damage`` lists it).
+        stems: each character's dialogue stem (aligned to the first picture): a segment
+            whose stem is digital silence is flagged.
 
     Returns:
         The report as stored in ``qc.json`` (plus ``html`` and ``json`` paths).
     """
-    from .qc_report import write_report
     from .qc_sync import load_sync_model
 
     settings = settings or QCSettings()
     sync = load_sync_model(lse, expert, device)
     same_file = Path(audio).resolve() == Path(output).resolve()
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _measure_and_write(output, audio, segments, shots, out_dir, source, sync,
+                                  settings, loudness, header, source_damage_accepted, stems,
+                                  same_file)
+    except BaseException:
+        if created:  # a refused input or a stop leaves no half-made report folder
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _measure_and_write(output: Path, audio: Path, segments: list[QCSegment],
+                       shots: list[tuple[int, int, int]], out_dir: Path, source: Path | None,
+                       sync: SyncModel | None, settings: QCSettings, loudness: bool,
+                       header: dict | None, source_damage_accepted: bool,
+                       stems: dict[str, Path] | None, same_file: bool) -> dict:
+    from .qc_report import write_report
+
+    delay = audio_lead(output) if same_file else 0.0
     # The delivered audio, decoded for the sync network into a scratch file (memory-mapped).
     with tempfile.TemporaryDirectory(prefix=".qc_audio_", dir=out_dir) as scratch:
-        source_audio = AudioSource(audio, sync.kind, audio_lead(output) if same_file else 0.0,
-                                   work_dir=Path(scratch)) if sync else None
+        source_audio = AudioSource(audio, sync.kind, delay, work_dir=Path(scratch)) \
+            if sync else None
         results, sheets = measure_segments(output, segments, source=source, sync=sync,
                                            audio=source_audio,
-                                           sheet_frames=settings.sheet_frames, sheet_dir=out_dir)
+                                           sheet_frames=settings.sheet_frames, sheet_dir=out_dir,
+                                           source_damage_accepted=source_damage_accepted,
+                                           shots={i: (a, b) for i, a, b in shots},
+                                           baseline_frames=settings.baseline_frames)
         del source_audio  # its memory map, before the scratch folder goes
+    _mark_silence(results, audio, delay, "delivered audio")
+    for character, stem in (stems or {}).items():
+        _mark_silence([r for r in results if r["character"] == character], stem, 0.0,
+                      f"{character}'s stem")
     rows = summarise(results, shots, settings)
     report = {
         **_picture_clock(output),
@@ -345,6 +484,7 @@ def run_qc(output: Path, audio: Path, segments: list[QCSegment],
         "sync_model": {"kind": sync.kind, "weights": sync.source} if sync else None,
         "loudness": measure_loudness(audio) if loudness else {"measured": False,
                                                                "reason": "not asked"},
+        "audio_silent": silent_spans(audio, [(0.0, float("inf"))], delay)[0],
         "thresholds": asdict(settings),
         "shots_flagged": sum(r["flagged"] for r in rows),
         "segments_flagged": sum(bool(s["flags"]) for r in rows for s in r["segments"]),

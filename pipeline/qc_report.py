@@ -204,6 +204,13 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _judged(seg: dict, key: str) -> str:
+    """A seam or flicker figure, said to be unjudged where nothing untouched was at hand."""
+    if seg.get("relative_to") == "nothing" and seg[key] is not None:
+        return f"{_fmt(seg[key])} (not judged: no source, no untouched frames beside)"
+    return _fmt(seg[key])
+
+
 def _figures(report: dict) -> list[tuple[str, str, str, str]]:
     """(figure, unit, what it measures, the value that flags it) for each figure of a segment,
     from the thresholds the report was judged by."""
@@ -217,12 +224,13 @@ def _figures(report: dict) -> list[tuple[str, str, str, str]]:
          "(shown to compare with published figures)", "never"),
         ("LSE-C", "feature distance", "sync confidence: median distance over offsets minus "
          "LSE-D; higher is better", low_c),
-        ("offset", "frames (seconds)", "A/V offset found by the sync model, in its pictures",
+        ("offset", "film frames (seconds)", "A/V offset found by the sync model",
          f"|offset| > {t['max_offset_frames']}"),
         ("seam", "grey levels (0–255)", "brightness step the composite adds across the mask's "
-         "edge", f"> {t['max_seam']:g}"),
+         "edge (against the source, or the face's untouched frames beside the segment)",
+         f"> {t['max_seam']:g}"),
         ("flicker", "grey levels (0–255)", "frame-to-frame flicker the composite adds inside "
-         "the mouth", f"> {t['max_flicker']:g}"),
+         "the mouth (against the same)", f"> {t['max_flicker']:g}"),
     ]
 
 
@@ -337,12 +345,19 @@ def render_html(report: dict) -> str:
                            else "not measured (" + esc(str(loud.get("reason", ""))) + ")")
         + "</p>",
     ]
+    if report.get("audio_silent"):
+        head.append("<p class='flagged'><b>The delivered audio is digital silence throughout"
+                    "</b> (every sample zero)</p>")
     mix = report.get("stem_mix")
     if mix:
         head.append("<p>Stems summed: " + (
             f"<b>{mix['clipped_samples']} samples clipped</b> (peak {mix['peak']:.2f} x full "
             "scale); deliver a mastered mix (output.audio)" if mix["clipped_samples"]
             else f"no clipping (peak {mix['peak']:.2f} x full scale)") + "</p>")
+    for damage in report.get("damage") or []:  # the film's, accepted by the job
+        at = f" ({damage['time']:.3f} s)" if damage.get("time") is not None else ""
+        head.append(f"<p class='flagged'><b>Damaged source</b>: frame {damage['frame']}{esc(at)}"
+                    f": {esc(damage['what'])}</p>")
     for key, label in (("consent", "Rights / consent"), ("provenance", "Provenance")):
         if report.get(key):
             head.append(_header_html(label, report[key]))
@@ -364,8 +379,8 @@ def render_html(report: dict) -> str:
             body.append(_row([seg["name"], seg["character"] or "",
                               *_span_cells(seg["start"], seg["end"], clock),
                               s.get("metric", "not measured"), _fmt(s.get("lse_d")),
-                              _fmt(s.get("lse_c")), offset, _fmt(seg["seam"]),
-                              _fmt(seg["flicker"]), "; ".join(seg["flags"]) or "none"]))
+                              _fmt(s.get("lse_c")), offset, _judged(seg, "seam"),
+                              _judged(seg, "flicker"), "; ".join(seg["flags"]) or "none"]))
         body.append("</table>")
         body += _shot_figures(report, shot, routing.get(shot["shot"]), clock)
     body += _routing_html(report.get("routing"), clock)

@@ -172,7 +172,9 @@ def measure(sync: SyncModel, crops: list[np.ndarray], times: np.ndarray, audio: 
 
     Returns:
         ``{"measured": True, "metric", "lse_d", "lse_c", "offset_frames", "offset_seconds",
-        "grid_fps", "conf_times", "conf"}`` or ``{"measured": False, "reason"}``.
+        "offset_steps", "grid_fps", "conf_times", "conf"}`` or ``{"measured": False, "reason"}``:
+        the offset in the film's frames and in seconds (``offset_steps``: in the network's own
+        steps of ``grid_fps``, 25 fps for syncnet_v2, whatever the film's rate).
     """
     from .sync_metrics import mfcc, sync_score, syncnet_features
 
@@ -192,9 +194,13 @@ def measure(sync: SyncModel, crops: list[np.ndarray], times: np.ndarray, audio: 
         grid_fps = float(1 / np.median(steps)) if len(steps) else LSE_FPS
         window_times = times[: len(video_feat)]
     score = sync_score(video_feat, audio_feat)
+    offset_seconds = score.offset / grid_fps
+    steps = np.diff(times)
+    film_fps = float(1 / np.median(steps)) if len(steps) else grid_fps
     return {"measured": True, "metric": sync.kind, "model": sync.source,
             "lse_d": round(score.lse_d, 4), "lse_c": round(score.lse_c, 4),
-            "offset_frames": score.offset, "offset_seconds": round(score.offset / grid_fps, 4),
+            "offset_frames": int(round(offset_seconds * film_fps)),
+            "offset_seconds": round(offset_seconds, 4), "offset_steps": score.offset,
             "grid_fps": round(grid_fps, 4),
             "conf_times": [round(float(t - t0), 4) for t in window_times],
             "conf": [round(float(c), 4) for c in score.frame_conf]}

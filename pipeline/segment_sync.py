@@ -159,8 +159,8 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
 
     def crops():
         """(frame, box, face crop, mel window) of each frame with a face, made in a thread."""
-        frames = iter_video_frames(info.path, start_time=float(scan.times[unit.start]),
-                                   end_time=end_time)
+        frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
+                                   start_time=float(scan.times[unit.start]), end_time=end_time)
         for offset, frame in enumerate(frames):
             index = unit.start + offset
             if index >= unit.end:

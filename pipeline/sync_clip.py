@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class SyncOptions:
     codec: str | None = None
     still_fps: float = 25.0
     match_colour: bool = True
+    accept_damaged: bool = False  # go on past damage, listing it (pipeline.media)
     overwrite: bool = False
     progress: bool | None = None  # None: on when stderr is a terminal
 
@@ -106,6 +107,8 @@ class RunSummary:
     pieces_encoded: int = 0
     timecode: str | None = None
     provenance: dict = field(default_factory=dict)
+    # Accepted damage of the source (--accept-damaged): [{"frame", "time", "what"}]
+    damage: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -146,7 +149,7 @@ def still_pix_fmt(info: VideoInfo) -> str:
 
 def still_frames(info: VideoInfo, count: int, fps: float) -> Iterator[av.VideoFrame]:
     """The single picture of a still input as ``count`` frames at ``fps`` (pts 0, 1, 2...)."""
-    frame = next(iter_video_frames(info.path))
+    frame = next(iter_video_frames(info.path, accept_damaged=info.accept_damaged))
     fmt = still_pix_fmt(info)
     if fmt == "yuv420p" and (info.width % 2 or info.height % 2):
         fmt = "yuv444p"  # an odd size has no 4:2:0 picture
@@ -163,7 +166,7 @@ def still_time_base(fps: float) -> Fraction:
 
 
 def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
-               on_batch: Callable[[], None] | None = None):
+               on_batch: Callable[[], None] | None = None, damage: list | None = None):
     """Pass 1: every frame's time, and face detections on keyframes, refined where faces move.
 
     Every ``detect_every``-th frame (and the last) is a keyframe. Where two consecutive
@@ -184,7 +187,8 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
                                  rescale=lambda d: _rescale(d, *back), on_batch=on_batch)
     bar = _progress(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
     with bar:
-        for index, frame in enumerate(iter_video_frames(info.path)):
+        for index, frame in enumerate(iter_video_frames(
+                info.path, accept_damaged=info.accept_damaged, damage=damage)):
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
             if detect is not None:
                 keyframes.add(index, to_bgr(frame, small_w, small_h))
@@ -230,7 +234,8 @@ def _passed_ranges(plan) -> list[list[int]]:
     return [[int(a), int(b) - 1] for a, b in zip(edges[::2], edges[1::2])]
 
 
-def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Future]):
+def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Future],
+          damage: list):
     """Pass 1 (or the still's one detection) while ``background`` (dub, model) completes.
 
     Returns:
@@ -256,7 +261,7 @@ def _scan(info: VideoInfo, detector, options: SyncOptions, background: list[Futu
         detections = [(i, d) for _, d in dets for i in keys]
     else:
         times, detections = scan_video(info, None if detector is None else detector.detect,
-                                       options, on_batch=check_background)
+                                       options, on_batch=check_background, damage=damage)
     results = [future.result() for future in background]
     return results[0], (results[1] if len(results) > 1 else None), times, detections
 
@@ -283,7 +288,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     video, audio, output = Path(video), Path(audio), Path(output)
     clock = {"start": time.perf_counter()}
     _check_paths(video, audio, output, options.overwrite)
-    info = probe_video(video)
+    info = replace(probe_video(video), accept_damaged=options.accept_damaged)
     if options.face == "box" and options.face_box is None:
         raise LipdubError("--face box needs --box x1,y1,x2,y2")
     source_pix_fmt = still_pix_fmt(info) if info.is_still else info.pix_fmt
@@ -302,7 +307,8 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
             detector = load_face_detector(options.detector, device=device)
         clock["loaded"] = time.perf_counter()
         background = [f for f in (dub_future, model_future) if f is not None]
-        dub, loaded, times, detections = _scan(info, detector, options, background)
+        damage: list = []  # what the scan met, when damage is accepted
+        dub, loaded, times, detections = _scan(info, detector, options, background, damage)
         model = model or loaded
 
     if info.is_still:
@@ -310,7 +316,8 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
         frames: Callable[[], Iterator] = lambda: still_frames(info, count, options.still_fps)  # noqa: E731
         time_base, rate = times.time_base, 1 / times.time_base
     else:
-        frames = lambda: iter_video_frames(info.path)  # noqa: E731
+        frames = lambda: iter_video_frames(  # noqa: E731
+            info.path, accept_damaged=info.accept_damaged)
         time_base, rate = info.time_base, info.average_rate
     clock["scanned"] = time.perf_counter()
     n_frames = len(times.times)
@@ -328,6 +335,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
                          device=str(model.device), precision=model.precision,
                          settings={k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(
                              v, Path) else v) for k, v in asdict(options).items()})
+    summary.damage = [asdict(d) for d in damage]
     start_tc = None if info.is_still else read_timecode(video)
     synced_ranges = [{"start": a, "end": b + 1} for a, b in _passed_ranges(
         [None if box is not None else 0 for box in plan])]

@@ -107,6 +107,60 @@ def test_seam_and_flicker_are_relative_to_the_source(dubbed, expert_weights):
     assert changed["sync_model"]["kind"] == "expert"
 
 
+def test_without_the_source_untouched_footage_passes_and_a_composite_is_still_seen(dubbed):
+    # Seam and flicker are judged against the same face's untouched frames beside a segment:
+    # a face's own edges and motion never flag it.
+    folder, source, out, segments, shots = dubbed
+    same = run_qc(source, folder / "mix.wav", segments, shots, folder / "qc_nosrc_same",
+                  loudness=False)
+    segs = [s for shot in same["shots"] for s in shot["segments"]]
+    assert [s["relative_to"] for s in segs] == ["untouched frames beside"] * 2
+    assert all(abs(s["seam"]) < 1.0 for s in segs), segs
+    assert same["shots_flagged"] == 0 and not same["audio_silent"]
+    changed = run_qc(out, folder / "mix.wav", segments, shots, folder / "qc_nosrc",
+                     loudness=False)
+    segs = [s for shot in changed["shots"] for s in shot["segments"]]
+    assert any(any("mouth flicker" in f for f in s["flags"]) for s in segs), segs
+    # A segment that fills its shot has nothing untouched beside it: reported, not judged.
+    whole = [QCSegment("anna", 0, 0, 12, {f: BOX for f in range(12)}, "anna")]
+    alone = run_qc(out, folder / "mix.wav", whole, [(0, 0, 12)], folder / "qc_alone",
+                   loudness=False)
+    [seg] = alone["shots"][0]["segments"]
+    assert seg["relative_to"] == "nothing" and seg["flicker"] is not None
+    assert seg["flags"] == [] and alone["shots_flagged"] == 0
+    html = (folder / "qc_alone" / "qc.html").read_text()
+    assert "not judged: no source, no untouched frames beside" in html
+
+
+def test_digital_silence_in_the_mix_or_a_routed_stem_is_flagged(dubbed, tmp_path):
+    folder, source, out, segments, shots = dubbed
+    seconds = FRAMES / 25 + 0.3
+    silent = tmp_path / "silent.wav"
+    write_stem(silent, [], seconds)
+    quiet = run_qc(source, silent, segments, shots, tmp_path / "qc_silent", loudness=False)
+    assert quiet["audio_silent"] is True
+    assert all("digital silence in the delivered audio (every sample zero)" in s["flags"]
+               for shot in quiet["shots"] for s in shot["segments"])
+    # The mix sounds, but anna's own stem is silent where she is routed.
+    stem = run_qc(source, folder / "mix.wav", segments, shots, tmp_path / "qc_stem",
+                  loudness=False, stems={"anna": silent})
+    flags = [s["flags"] for shot in stem["shots"] for s in shot["segments"]]
+    assert flags == [["digital silence in the anna's stem (every sample zero)"]] * 2
+    assert stem["audio_silent"] is False
+
+
+def test_a_refused_input_leaves_no_report_folder(dubbed, tmp_path):
+    from pipeline.errors import MediaError
+
+    folder, source, out, segments, shots = dubbed
+    broken = tmp_path / "broken.mkv"
+    broken.write_bytes(b"not a picture " * 100)
+    with pytest.raises(MediaError):
+        run_qc(broken, folder / "mix.wav", segments, shots, tmp_path / "qc_broken",
+               loudness=False)
+    assert not (tmp_path / "qc_broken").exists()
+
+
 def test_lipdub_qc_command_on_a_run_summary(dubbed, capsys):
     from pipeline.cli import main
 

@@ -103,7 +103,7 @@ def _report(folder: Path) -> Path:
     anna on face 1 in [4, 12), every figure past its threshold. Returns the qc.html path."""
     seg = {"name": "shot0000_track1_0000004-0000012", "shot": 0, "character": "anna",
            "start": 4, "end": 12, "frames_measured": 8, "seam": 5.5, "flicker": 3.5,
-           "relative_to_source": True,
+           "relative_to": "source", "silent": ["anna's stem"],
            "sync": {"measured": True, "metric": "syncnet_v2", "model": "syncnet_v2.model",
                     "lse_d": 8.1, "lse_c": 2.5, "offset_frames": 2, "offset_seconds": 0.08,
                     "grid_fps": 25.0, "conf_times": [0.16, 0.2, 0.24, 0.28, 0.32, 0.36],
@@ -155,7 +155,7 @@ def test_a_producer_reads_the_verdict_thresholds_and_provenance(rendered):
     heads = next(row for row in page.rows if row[0] == "segment")
     for text in ("LSE-D feature distance; flagged: never",
                  f"LSE-C feature distance; flagged: ≤ {t.min_lse_c:g}",
-                 f"offset frames (seconds); flagged: |offset| > {t.max_offset_frames}",
+                 f"offset film frames (seconds); flagged: |offset| > {t.max_offset_frames}",
                  f"seam grey levels (0–255); flagged: > {t.max_seam:g}",
                  f"flicker grey levels (0–255); flagged: > {t.max_flicker:g}"):
         assert text in heads
@@ -163,6 +163,7 @@ def test_a_producer_reads_the_verdict_thresholds_and_provenance(rendered):
     segment = next(row for row in page.rows if row[0].startswith("shot0000_track1"))
     assert segment[2:4] == ["[4, 12)", "10:00:00:04–10:00:00:11"]
     assert segment[7] == "+2 (+0.080 s)"
+    assert "digital silence in the anna's stem (every sample zero)" in segment[-1]
     assert any(p.startswith("Frame ranges are half-open, [first, end)") and
                "from 10:00:00:00 at 25 fps" in p for p in page.texts("p"))
     # Provenance: a key/value table, its segments unpacked, not escaped JSON.
