@@ -1,6 +1,6 @@
 """The Wav2Lip generator (Prajwal et al., ACM MM 2020), compatible with the public checkpoints.
 
-Shapes (see ``../shared/docs/wav2lip_spec.md`` §2):
+Shapes (see ``docs/wav2lip_spec.md`` §2):
     audio: (B, 1, 80, 16) mel chunks, or (B, T, 1, 80, 16) in the training layout
     face:  (B, 6, 96, 96), or (B, 6, T, 96, 96); channels 0-2 the target frame with rows 48-95
            zeroed, channels 3-5 the reference frame; BGR, pixel / 255

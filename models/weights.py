@@ -15,8 +15,8 @@ Four on-disk formats are recognised by their first bytes (``sniff_format``):
 - ``safetensors``.
 
 Every error message names the file and says how to fix the problem. The exceptions derive from
-``WeightsError`` and not from ``pipeline.errors.LipdubError`` because ``models`` must not import
-``pipeline``; the CLI catches both.
+``WeightsError``, a :class:`models.errors.UserError` as ``pipeline.errors.LipdubError`` is
+(``models`` must not import ``pipeline``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+
+from .errors import UserError
 
 __all__ = [
     "FAMILIES",
@@ -82,7 +84,7 @@ _DOWNLOAD_FIX = (
 )
 
 
-class WeightsError(Exception):
+class WeightsError(UserError):
     """Base class for every weights problem a user can act on; the message names the file."""
 
 

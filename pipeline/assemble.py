@@ -22,6 +22,7 @@ from .film_scan import FilmScan
 from .frames import is_planar_yuv
 from .media import VideoInfo, iter_video_frames
 from .passthrough import check_passthrough, iter_packets_and_frames
+from .stream_copy import CannotCopy, copy_video_stream
 
 
 class _OpenUnit:
@@ -103,6 +104,11 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, U
         passthrough: copy untouched packets when the source and output codecs allow it.
         progress: called with (frames done, total) now and then.
     """
+    copy_note = ""
+    if not units and passthrough:  # nobody speaks: the coded pictures go as they are
+        copied, copy_note = _copy_whole(info, scan, output, audio, timecode, metadata)
+        if copied is not None:
+            return copied
     pending = sorted(units, key=lambda u: (u[0], u[1]))
     active: list[_OpenUnit] = []
     changed = 0
@@ -148,6 +154,23 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, U
     reason = check.reason if check else "off"
     return Assembly(changed, report, writer.profile.name, writer.pix_fmt,
                     writer.packets_copied, writer.frames_encoded,
-                    ("packets copied: " if check and check.ok else "no packet copy: ") + reason,
+                    copy_note + ("packets copied: " if check and check.ok
+                                 else "no packet copy: ") + reason,
                     writer.pieces_from_source, writer.pieces_encoded, writer.splice_fallback,
                     writer.size_note)
+
+
+def _copy_whole(info: VideoInfo, scan: FilmScan, output: Path, audio: Path | None,
+                timecode: str | None, metadata: dict[str, str] | None
+                ) -> tuple[Assembly | None, str]:
+    """The film copied whole (no picture edited); or None and why, where the output's
+    container cannot hold its codec (then it is encoded as usual)."""
+    try:
+        done = copy_video_stream(info.path, output, audio=audio,
+                                 audio_start=float(scan.times[0]), duration=scan.duration,
+                                 timecode=timecode, metadata=metadata)
+    except CannotCopy as exc:
+        return None, f"no picture edited, but no stream copy: {exc}; "
+    return Assembly(0, done.audio, f"stream copy ({done.codec})", done.pix_fmt,
+                    packets_copied=done.packets_copied,
+                    passthrough="stream copied whole: no picture edited"), ""

@@ -1,6 +1,6 @@
 """Audio front end: decoding through PyAV, Wav2Lip's mel spectrogram and its per-frame chunks.
 
-The numbers follow ``../shared/docs/wav2lip_spec.md`` §1 exactly (the parity tests check them):
+The numbers follow ``docs/wav2lip_spec.md`` §1 exactly (the parity tests check them):
 the released models were trained on a reflect-padded STFT, which librosa >= 0.9 no longer does by
 default, so the padding is passed explicitly here.
 """

@@ -26,8 +26,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from models.errors import UserError
 from pipeline import stopping
-from pipeline.errors import LipdubError
 
 # Add new commands here, one module each. The CLI is the top layer: it may reach training's
 # command modules (by name, lazily), while pipeline's own modules never import training.
@@ -154,12 +154,7 @@ def entry() -> None:
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, LipdubError):
-        return True
-    # models.weights imports torch; look at it only if a command already imported it (if it was
-    # never imported, none of its errors can have been raised).
-    weights = sys.modules.get("models.weights")
-    return weights is not None and isinstance(exc, weights.WeightsError)
+    return isinstance(exc, UserError)  # LipdubError, models.weights.WeightsError
 
 
 def _version() -> str:

@@ -6,9 +6,12 @@ Prefect tasks let them propagate so that runs end in a failed state with the sam
 
 from __future__ import annotations
 
+from models.errors import UserError
 
-class LipdubError(Exception):
-    """Base class for every error a user can act on."""
+
+class LipdubError(UserError):
+    """Base class for every error of the pipeline a user can act on (the weights' errors in
+    ``models.weights`` share its base, :class:`models.errors.UserError`)."""
 
 
 class MediaError(LipdubError):

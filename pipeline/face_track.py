@@ -18,6 +18,19 @@ from models.face_detector import Detections
 from .errors import LipdubError
 
 
+def track_gap(every: int) -> int:
+    """Most frames a track may go unseen and stay one track, for detection every ``every``-th
+    frame: two keyframes missed, and never under half a second at 25 fps (a blink of the
+    detector on a turned head is not a new face)."""
+    return max(2 * every, 12)
+
+
+def detection_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size of the picture copy a detector sees: the long side at most ``max_side``."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(2, round(width * scale)), max(2, round(height * scale))
+
+
 @dataclass
 class FaceTrack:
     """One face followed through a run of frames.

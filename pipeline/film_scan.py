@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LipdubError
-from .face_track import FaceTrack, group_faces, iou, link_tracks, smooth_boxes
+from .face_track import (
+    FaceTrack,
+    detection_size,
+    group_faces,
+    iou,
+    link_tracks,
+    smooth_boxes,
+    track_gap,
+)
 from .frames import to_bgr
 from .keyframes import KeyframeDetector
 from .media import Damage, VideoInfo, iter_video_frames
@@ -137,8 +145,7 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
     if every % MOTION_STEP:
         raise LipdubError(f"detect_every is {every}: it must be a multiple of {MOTION_STEP} "
                           f"(the mouth's motion is measured on every {MOTION_STEP}nd frame)")
-    scale = min(1.0, max_side / max(info.width, info.height))
-    small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
+    small_w, small_h = detection_size(info.width, info.height, max_side)
     back = np.array([info.width / small_w, info.height / small_h])
     frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
                                start_time=float(scan.times[shot.start]),
@@ -168,7 +175,7 @@ def _tracks_from_detections(shot, detections, squares, back, every, smooth_windo
     """The shot's tracks from its detections (film frame, Detections in the small copy's
     pixels) and its motion frames' squares (film frame -> [(crop, square, box)])."""
     # Track in the small copy's pixels, then scale boxes to the film's.
-    tracks = link_tracks(detections, max_gap=max(2 * every, 12))
+    tracks = link_tracks(detections, max_gap=track_gap(every))
     keyframes = len(detections)
     groups = [g for g in group_faces(tracks)
               if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)] or group_faces(tracks)
@@ -187,7 +194,7 @@ def _track_info(shot, track: FaceTrack, order, squares, back, every, smooth_wind
     local = FaceTrack(track.track_id, [f - shot.start for f in track.frames],
                       [b * np.r_[back, back] for b in track.boxes], track.scores,
                       track.landmarks)
-    boxes = smooth_boxes(local.boxes_for_frames(n, hold=every - 1, max_gap=max(2 * every, 12)),
+    boxes = smooth_boxes(local.boxes_for_frames(n, hold=every - 1, max_gap=track_gap(every)),
                          smooth_window)
     valid = np.flatnonzero(~np.isnan(boxes[:, 0]))
     first, last = int(valid[0]), int(valid[-1])

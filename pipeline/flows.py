@@ -65,6 +65,15 @@ from .qc_verdict import QCFlagged, flagged_rows, verdict_line, verdict_name
 from .roots import require_within_roots, roots_from_env
 from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
+from .run_tables import (
+    FRAMES_NOTE,
+    Clock,
+    describe_faces,
+    routing_rows,
+    segment_rows,
+    shot_rows,
+    track_rows,
+)
 from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
 from .stem_mel import stem_mel
 from .stems import StemAnalysis, mix_stems, stem_analysis
@@ -208,7 +217,9 @@ def _dub_film(job: dict | str) -> dict:
     routing = route_task(spec, info, scan, tracks, stems, work, film_id)
     decisions = routing.decisions
     units = units_from_decisions(decisions)
-    _publish_tables(scan, tracks, stems, decisions)
+    start_tc = read_timecode(spec.film)
+    _publish_tables(scan, tracks, stems, decisions,
+                    Clock(info.average_rate or 1 / scan.frame_duration, start_tc))
     clock["routed"] = time.perf_counter()
 
     weights_sha = generator_sha(spec)
@@ -228,7 +239,6 @@ def _dub_film(job: dict | str) -> dict:
         log.warning("the stems summed past full scale: %d samples clipped (peak %.2f x full "
                     "scale); give output.audio a mastered mix", mix["clipped_samples"],
                     mix["peak"])
-    start_tc = read_timecode(spec.film)
     tags = provenance_metadata([asdict(u) for u in units], rate=info.average_rate,
                                timecode=start_tc)
 
@@ -257,7 +267,8 @@ def _dub_film(job: dict | str) -> dict:
         log.warning("%s", done["size_note"])
     clock["assembled"] = time.perf_counter()
     progress.update("qc", 0, 1, "timeline and QC report")
-    otio_path = _export_timeline(spec, info, scan, results, start_tc, tags)
+    otio_path = _export_timeline(spec, info, scan, results, start_tc, tags,
+                                 describe_faces(t for ts in tracks.values() for t in ts))
     qc = None
     if spec.output.qc:
         from .routing_report import routing_by_shot
@@ -506,43 +517,39 @@ def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> tuple[Path, dict]:
 
 
 def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, start_tc,
-                     tags: dict) -> Path:
+                     tags: dict, faces: dict[tuple[int, int], str]) -> Path:
     """The OTIO timeline of the delivered file (shots on V1, dubbed segments above)."""
     from .otio_export import Span, build_timeline, write_timeline
 
     out = spec.output.path
     shots = [Span(f"shot {s.index}", s.start, s.end, {"shot": s.index}) for s in scan.shots]
     segments = [Span(u.name, u.start, u.end, {"shot": u.shot, "character": u.character,
+                                              "face": faces.get((u.shot, u.track_id), ""),
                                               "track": u.track_id}) for u, _ in results]
     rate = info.average_rate or Fraction(1) / Fraction(scan.frame_duration).limit_denominator(1001)
     timeline = build_timeline(out.stem, out, rate, len(scan.times), start_tc, shots, segments,
-                              {"consent": spec.consent, "provenance": tags})
+                              {"consent": spec.consent, "provenance": tags,
+                               "frames": FRAMES_NOTE})
     return write_timeline(timeline, out.with_suffix(".otio"))
 
 
-def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision]) -> None:
-    create_table_artifact(
-        [{"shot": s.index, "first frame": s.start, "frames": s.frames,
-          "start (s)": round(s.start_time - scan.times[0], 3)} for s in scan.shots],
-        key="lipdub-shots", description="shots")
-    create_table_artifact(
-        [{"shot": t.shot, "track": t.track_id, "from left": t.order, "first frame": t.first,
-          "last frame": t.last} for ts in tracks.values() for t in ts],
-        key="lipdub-tracks", description="face tracks")
-    create_table_artifact(
-        [{"character": seg.character, "start (s)": round(seg.start, 3),
-          "end (s)": round(seg.end, 3)} for st in stems.values() for seg in st.segments],
-        key="lipdub-segments", description="speech segments")
-    create_table_artifact(
-        [{"character": d.character, "shot": d.shot, "first frame": d.start_frame,
-          "end frame": d.end_frame, "face": "left alone" if d.track_id is None else d.track_id,
-          "rule": d.rule, "reason": d.reason, "score": d.score, "margin": d.margin,
-          "evidence": "; ".join(e.describe() for e in d.evidence)} for d in decisions],
-        key="lipdub-routing", description="routing decisions (frames: first to end, exclusive)")
+def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision],
+                    clock: Clock) -> None:
+    """The run's tables in the Prefect UI (pipeline.run_tables: one vocabulary)."""
+    faces = [t for ts in tracks.values() for t in ts]
+    create_table_artifact(shot_rows(scan, clock), key="lipdub-shots",
+                          description=f"shots ({FRAMES_NOTE})")
+    create_table_artifact(track_rows(faces, clock), key="lipdub-tracks",
+                          description=f"face tracks ({FRAMES_NOTE})")
+    create_table_artifact(segment_rows(stems.values(), clock, scan), key="lipdub-segments",
+                          description=f"speech found in each stem ({FRAMES_NOTE})")
+    create_table_artifact(routing_rows(decisions, faces, clock), key="lipdub-routing",
+                          description=f"routing decisions ({FRAMES_NOTE})")
 
 
 def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_report, clock):
     computed = sum(1 for _, r in results if not r["cached"])
+    faces = describe_faces(t for ts in tracks.values() for t in ts)
     return {
         "film": str(spec.film),
         "output": str(spec.output.path),
@@ -550,8 +557,10 @@ def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_repor
         "frames_changed": int(changed),
         "shots": [{"index": s.index, "start": s.start, "end": s.end,
                    "start_time": s.start_time, "end_time": s.end_time} for s in scan.shots],
-        "tracks": [{"shot": t.shot, "track": t.track_id, "order": t.order, "first": t.first,
-                    "last": t.last} for ts in tracks.values() for t in ts],
+        # Frames half-open, as everywhere ([first, end)); faces by their place.
+        "tracks": [{"shot": t.shot, "track": t.track_id, "order": t.order,
+                    "face": faces[(t.shot, t.track_id)], "first": t.first, "end": t.last + 1}
+                   for ts in tracks.values() for t in ts],
         "segments": [asdict(seg) for st in stems.values() for seg in st.segments],
         "decisions": [asdict(d) for d in decisions],
         "units": [{**asdict(u), "cached": r["cached"], "result": r["path"]} for u, r in results],

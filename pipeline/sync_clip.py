@@ -35,7 +35,14 @@ from .background import in_background
 from .composite import paste_faces
 from .encode import VideoWriter
 from .errors import LipdubError
-from .face_track import choose_face, face_boxes, link_tracks, smooth_boxes
+from .face_track import (
+    choose_face,
+    detection_size,
+    face_boxes,
+    link_tracks,
+    smooth_boxes,
+    track_gap,
+)
 from .frames import frame_from_planes, plane_arrays, to_bgr
 from .keyframes import KeyframeDetector
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
@@ -43,6 +50,7 @@ from .media import VideoInfo, iter_video_frames, probe_video, require_file
 from .passthrough import check_passthrough, iter_packets_and_frames
 from .profiles import resolve_profile
 from .provenance import provenance_metadata
+from .stream_copy import CannotCopy, copy_video_stream
 from .timecode import read_timecode
 
 
@@ -180,8 +188,7 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
         (FrameTimes, [(frame index, Detections)] in frame order).
     """
     times: list[float] = []
-    scale = min(1.0, options.detect_max_side / max(info.width, info.height))
-    small_w, small_h = max(2, round(info.width * scale)), max(2, round(info.height * scale))
+    small_w, small_h = detection_size(info.width, info.height, options.detect_max_side)
     back = (info.width / small_w, info.height / small_h)
     keyframes = KeyframeDetector(detect, options.detect_every, options.refine_iou,
                                  rescale=lambda d: _rescale(d, *back), on_batch=on_batch)
@@ -216,11 +223,11 @@ def plan_boxes(n_frames: int, detections, options: SyncOptions, info: VideoInfo)
         boxes = np.tile(np.asarray(options.face_box, float), (n_frames, 1))
         return [padded_box(b, (0, 0, 0, 0), info.width, info.height) for b in boxes], [], 0
     every = options.detect_every
-    tracks = link_tracks(detections, max_gap=max(2 * every, 12))
+    tracks = link_tracks(detections, max_gap=track_gap(every))
     pieces = choose_face(tracks, mode=options.face, index=options.face_index,
                          point=options.face_point)
     # No hold past a track's ends: the scan detected every frame around them (refinement).
-    raw = face_boxes(pieces, n_frames, hold=0, max_gap=max(2 * every, 12))
+    raw = face_boxes(pieces, n_frames, hold=0, max_gap=track_gap(every))
     if options.smooth:
         raw = smooth_boxes(raw, options.smooth_window)
     plan = [None if np.isnan(b[0]) else padded_box(b, options.pads, info.width, info.height)
@@ -340,36 +347,27 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     synced_ranges = [{"start": a, "end": b + 1} for a, b in _passed_ranges(
         [None if box is not None else 0 for box in plan])]
     tags = provenance_metadata(synced_ranges, rate=rate, timecode=start_tc)
-    writer = VideoWriter(output, width=info.width, height=info.height, time_base=time_base,
-                         average_rate=rate, codec=options.codec,
-                         source_pix_fmt=source_pix_fmt,
-                         sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
-                         audio_start=float(t0), duration=times.duration,
-                         colour=None if info.is_still else info.colour,
-                         timecode=start_tc.text if start_tc else None, metadata=tags)
-    summary.profile, summary.provenance = writer.profile.name, tags
-    summary.size_note = writer.size_note
-    summary.timecode = start_tc.text if start_tc else None
-    try:
-        check = None if info.is_still else check_passthrough(video, writer)
-        if check is not None and check.ok:  # intra-only source in the output's own codec
-            wanted = {i for i, box in enumerate(plan) if box is not None}
-            pictures = ((p, f) for _, p, f in iter_packets_and_frames(video, wanted))
-        else:
-            pictures = ((None, f) for f in frames())
-        synced = _render(pictures, plan, mel, chunk_starts, model, writer, options, n_frames)
-        audio_report = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    summary.provenance, summary.timecode = tags, start_tc.text if start_tc else None
+    copied, copy_note = None, ""
+    if not info.is_still and all(box is None for box in plan):  # no face to sync anywhere
+        try:
+            copied = copy_video_stream(video, output, audio=audio, audio_start=float(t0),
+                                       duration=times.duration, timecode=summary.timecode,
+                                       metadata=tags)
+        except CannotCopy as exc:
+            copy_note = f"no face to sync, but no stream copy: {exc}; "
+    if copied is not None:  # the source's coded pictures as they are
+        synced, audio_report = 0, copied.audio
+        summary.profile = f"stream copy ({copied.codec})"
+        summary.packets_copied = copied.packets_copied
+        summary.passthrough = "stream copied whole: no face to sync"
+    else:
+        synced, audio_report = _write(video, output, info, options, audio, plan, mel,
+                                      chunk_starts, model, frames, summary, source_pix_fmt,
+                                      time_base, rate, float(t0), times.duration, copy_note)
     clock["rendered"] = time.perf_counter()
 
     summary.frames_synced = synced
-    summary.packets_copied, summary.frames_encoded = writer.packets_copied, writer.frames_encoded
-    summary.passthrough = (("packets copied: " if check.ok else "no packet copy: ") + check.reason
-                           if check is not None else "")
-    summary.pieces_from_source, summary.pieces_encoded = (writer.pieces_from_source,
-                                                          writer.pieces_encoded)
     summary.frames_passed_through = n_frames - synced
     summary.passed_through_ranges = _passed_ranges(plan)
     summary.keyframes_detected = len(detections)
@@ -389,6 +387,40 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     summary_path = output.with_name(output.name + ".json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def _write(video: Path, output: Path, info: VideoInfo, options: SyncOptions, audio: Path,
+           plan: list, mel: np.ndarray, chunk_starts, model: LipSyncModel, frames, summary,
+           source_pix_fmt: str, time_base, rate, start: float, duration: float,
+           copy_note: str):
+    """Pass 2 through the encoder (:func:`_render`); the writer's figures go into
+    ``summary``. Returns (pictures synced, the audio's report)."""
+    writer = VideoWriter(output, width=info.width, height=info.height, time_base=time_base,
+                         average_rate=rate, codec=options.codec,
+                         source_pix_fmt=source_pix_fmt,
+                         sample_aspect_ratio=info.sample_aspect_ratio, audio=audio,
+                         audio_start=start, duration=duration,
+                         colour=None if info.is_still else info.colour,
+                         timecode=summary.timecode, metadata=summary.provenance)
+    summary.profile, summary.size_note = writer.profile.name, writer.size_note
+    try:
+        check = None if info.is_still else check_passthrough(video, writer)
+        if check is not None and check.ok:  # intra-only source in the output's own codec
+            wanted = {i for i, box in enumerate(plan) if box is not None}
+            pictures = ((p, f) for _, p, f in iter_packets_and_frames(video, wanted))
+        else:
+            pictures = ((None, f) for f in frames())
+        synced = _render(pictures, plan, mel, chunk_starts, model, writer, options, len(plan))
+        audio_report = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    summary.packets_copied, summary.frames_encoded = writer.packets_copied, writer.frames_encoded
+    summary.passthrough = copy_note + (("packets copied: " if check.ok else "no packet copy: ")
+                                       + check.reason if check is not None else "")
+    summary.pieces_from_source, summary.pieces_encoded = (writer.pieces_from_source,
+                                                          writer.pieces_encoded)
+    return synced, audio_report
 
 
 def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,

@@ -1,6 +1,9 @@
 """Run inside Blender (``blender -b --factory-startup --python-exit-code 1 --python THIS -- ARGS``)
-by tests/test_plugin_blender.py: install the add-on zip, dub a strip through the real Prefect
-server, check the new strip, check the API key is saved nowhere, unregister.
+or inside Blender as a Python module (``BPY_VENV/bin/python THIS -- ARGS``, the bpy wheels of
+Blender 4.5 and 5.0) by tests/test_plugin_blender.py: install the add-on zip, dub a strip
+through the real Prefect server, check the new strip and its selection, QC's verdict and its
+report's path, the panel's labels, the refusal to dub a dub, check the API key is saved
+nowhere, unregister.
 
 Background Blender has no event loop, so ``bpy.app.timers`` never fire by themselves: after the
 operator registered the add-on's timer, this script plays Blender's part, calling the
@@ -27,6 +30,7 @@ def parse() -> argparse.Namespace:
     for name in ("zip", "server", "film", "stem", "generator", "detector", "work-dir",
                  "out-dir", "blend", "result", "user-config"):
         p.add_argument("--" + name, required=True)
+    p.add_argument("--path-map", default="", help="the add-on's path mapping preference")
     p.add_argument("--timeout", type=float, default=240)
     return p.parse_args(argv)
 
@@ -36,19 +40,65 @@ def strips(editor):
 
 
 class FakeLayout:
-    """Records what a Panel.draw asks of its layout (background Blender draws nothing)."""
+    """Records what a Panel.draw asks of its layout (background Blender draws nothing): one
+    ``[call, text, icon, first argument]`` per call (an operator's idname, a property's name)."""
 
     def __init__(self, log):
         self.log = log
 
     def __getattr__(self, name):
         def call(*args, **kwargs):
-            self.log.append((name, kwargs.get("text")))
+            first = args[1] if name == "prop" and len(args) > 1 else (args[0] if args else None)
+            self.log.append([name, kwargs.get("text"), kwargs.get("icon"),
+                             first if isinstance(first, str) else None])
             return FakeLayout(self.log)
         return call
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
+
+
+def draw_panel(ui) -> list[list]:
+    """What the panel draws now, as FakeLayout records it."""
+    draws: list[list] = []
+    panel_self = type("PanelSelf", (), {})()
+    panel_self.layout = FakeLayout(draws)
+    ui.LIPDUB_PT_panel.draw(panel_self, bpy.context)
+    return draws
+
+
+def refusal(operator, *args, **props) -> str:
+    """The error an operator reports (bpy.ops raises it as RuntimeError)."""
+    try:
+        result = operator(*args, **props)
+    except RuntimeError as exc:
+        return str(exc)
+    return f"no error: {sorted(result)}"
+
+
+def invoke_dub(ops, scene) -> dict:
+    """DUB_OT_dub_strip.invoke as Blender with a window calls it (on a stand-in operator and
+    window manager): a lipdub output asks with a confirm dialog before anything is sent."""
+    asked, executed = [], []
+
+    class WindowManager:
+        def invoke_confirm(self, operator, event, **texts):
+            asked.append({"confirm_set": operator.confirm, **texts})
+            return {"RUNNING_MODAL"}  # the dialog is open; its OK would run execute
+
+    class Operator:  # what invoke uses of the operator: its property and execute
+        confirm = False
+
+        def execute(self, context):
+            executed.append(context)
+            return {"FINISHED"}
+
+    class Context:
+        window_manager, sequencer_scene = WindowManager(), None
+
+    Context.scene = scene
+    result = ops.DUB_OT_dub_strip.invoke(Operator(), Context(), None)
+    return {"result": sorted(result), "asked": asked, "executed": len(executed)}
 
 
 def run_timer_loop(func, deadline: float, out: dict, on_tick=None) -> None:
@@ -85,6 +135,7 @@ def main(args: argparse.Namespace, out: dict) -> None:
                          ("DUB_OT_dub_strip", "DUB_OT_cancel", "LIPDUB_PT_panel")}
     out["scene_prop"] = hasattr(bpy.types.Scene, "lipdub")
     out["bl_info_blender"] = list(lipdub_blender.bl_info["blender"])
+    out["blender_version"] = bpy.app.version_string
 
     prefs = bpy.context.preferences.addons["lipdub_blender"].preferences
     prefs.server_url = args.server
@@ -94,8 +145,15 @@ def main(args: argparse.Namespace, out: dict) -> None:
     prefs.work_dir = args.work_dir
     prefs.output_dir = args.out_dir
     prefs.poll_seconds = 0.3
+    prefs.path_map = args.path_map
 
     scene = bpy.context.scene
+    if hasattr(bpy.context.workspace, "sequencer_scene"):
+        # Blender 5.0: the Sequencer edits its workspace's scene, here not the window's one
+        scene = bpy.data.scenes.new("cut")
+        bpy.context.workspace.sequencer_scene = scene
+        out["sequencer_scene"] = (bpy.context.sequencer_scene == scene
+                                  and bpy.context.scene != scene)
     scene.render.fps, scene.render.fps_base = 25, 1.0
     editor = scene.sequence_editor_create()
     original = strips(editor).new_movie(name="reel", filepath=args.film, channel=2,
@@ -136,16 +194,19 @@ def main(args: argparse.Namespace, out: dict) -> None:
     out["frame_range_tag"] = list(job.task.request.frame_range)
     out["overrides"] = job.task.request.overrides
 
-    draws = []
-    panel_self = type("PanelSelf", (), {})()
-    panel_self.layout = FakeLayout(draws)
-    ui.LIPDUB_PT_panel.draw(panel_self, bpy.context)  # while running
+    draws = draw_panel(ui)  # while running
     phases = set()
     # Play Blender's timer loop with the function the operator registered.
     run_timer_loop(ops.poll_jobs, time.time() + args.timeout, out,
                    on_tick=lambda: phases.add(job.last_status.phase))
-    ui.LIPDUB_PT_panel.draw(panel_self, bpy.context)  # finished
-    out["panel_texts"] = [t for _, t in draws if t]
+    finished = draw_panel(ui)
+    draws += finished
+    out["panel_texts"] = [t for _, t, _, _ in draws if t]
+    out["panel_labels"] = [t for call, t, _, _ in draws if call == "label" and t]
+    out["panel_label_chars"] = ui.label_chars(bpy.context)
+    out["panel_finished"] = finished
+    out["panel_face_labels"] = [t for call, t, _, _ in finished
+                                if call == "label" and (t or "").startswith("Face")]
 
     status = job.task.snapshot()
     out["phases"] = sorted(phases)
@@ -157,6 +218,37 @@ def main(args: argparse.Namespace, out: dict) -> None:
                         "flow_run_id": cancelled.flow_run_id}
     out["note"] = job.note
     placed = ops.all_strips(editor).get(job.placed) if job.placed else None
+    out["selected"] = sorted(s.name for s in strips(editor) if s.select)
+    out["active"] = editor.active_strip.name if editor.active_strip else None
+    out["placed_marked"] = placed.get(ops.OUTPUT_PROP) if placed is not None else None
+
+    # QC: the verdict the panel shows, and the report the button opens (path mapped, no browser)
+    verdict = ops.job_verdict(job)
+    out["summary_qc"] = (status.summary or {}).get("qc")
+    out["state_name"] = status.state_name
+    out["verdict"] = None if verdict is None else {
+        "label": verdict.label(), "flagged": verdict.flagged, "shots": verdict.shots,
+        "html": verdict.html, "ok": verdict.ok}
+    opened = []
+    ops.open_url = lambda url: opened.append(url) or True
+    out["open_qc"] = sorted(bpy.ops.dub.open_qc_report(job_id=job.id))
+    out["open_qc_last"] = sorted(bpy.ops.dub.open_qc_report())  # the last finished: this one
+    out["opened"] = opened
+
+    # Only the dub is selected now: pressing Dub again asks rather than dubbing a dub.
+    jobs_before = len(state.jobs)
+    out["dub_again_poll"] = bpy.ops.dub.dub_strip.poll()
+    out["dub_again_error"] = refusal(bpy.ops.dub.dub_strip)
+    # what the button does: background Blender has no dialog and runs execute, which refuses
+    out["dub_again_invoked_error"] = refusal(bpy.ops.dub.dub_strip, "INVOKE_DEFAULT")
+    out["dub_again_dialog"] = invoke_dub(ops, scene)
+    out["panel_after_dub_labels"] = [t for call, t, _, _ in draw_panel(ui)
+                                     if call == "label" and t]
+    # confirmed, it goes past that check: here to the next one, as no stem is in use
+    scene.lipdub.stems[0].use = False
+    out["dub_again_confirmed_error"] = refusal(bpy.ops.dub.dub_strip, confirm=True)
+    scene.lipdub.stems[0].use = True
+    out["jobs_after_dub_again"] = len(state.jobs) - jobs_before
     out["original"] = {"channel": original.channel, "start": original.frame_final_start,
                        "end": original.frame_final_end, "frame_start": original.frame_start}
     out["new_strip"] = None if placed is None else {

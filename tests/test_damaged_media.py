@@ -157,8 +157,9 @@ def test_a_lost_packet_is_refused_or_listed_as_a_missing_picture(media_dir, tmp_
     assert missing[0].what.startswith("1 picture(s) missing before it")
 
 
-def test_an_accepted_cut_lists_where_the_pictures_end(indexed_first, tmp_path):
-    damaged = cut(indexed_first, 0.5, tmp_path)
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_an_accepted_cut_lists_where_the_pictures_end(indexed_first, share, tmp_path):
+    damaged = cut(indexed_first, share, tmp_path)
     found: list[Damage] = []
     times = decode_all(damaged, accept_damaged=True, damage=found)
     assert 0 < len(times) < 125
@@ -166,10 +167,12 @@ def test_an_accepted_cut_lists_where_the_pictures_end(indexed_first, tmp_path):
     assert f"announces 125 pictures but only {len(times)} could be decoded" in found[0].what
 
 
-def test_a_cut_without_its_index_is_refused_even_when_damage_is_accepted(media_dir, tmp_path):
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_a_cut_without_its_index_is_refused_even_when_damage_is_accepted(media_dir, share,
+                                                                         tmp_path):
     source = tmp_path / "index_last.mp4"
     remux(media_dir / "video" / FLAG, source)  # PyAV writes the index at the end
-    damaged = cut(source, 0.5, tmp_path)
+    damaged = cut(source, share, tmp_path)
     with pytest.raises(MediaError, match="not a readable media file"):
         decode_all(damaged, accept_damaged=True)
 
@@ -223,3 +226,42 @@ def test_lipdub_sync_with_accepted_damage_says_each_place_and_keeps_it_in_the_su
     assert summary["frames"] == 125 and summary["damage"]
     for damage in summary["damage"]:
         assert f"warning: damaged input: frame {damage['frame']} " in err
+
+
+def test_a_film_with_accepted_damage_is_dubbed_whole_with_the_damage_in_summary_and_qc(
+        media_dir, synthetic_generator, detector_weights, prefect_server, tmp_path):
+    import json
+
+    from filmmaker import write_stem
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.flows import dub_film
+
+    damaged = tmp_path / "flipped.mp4"
+    remux(media_dir / "video" / FLAG, damaged, flip=range(62, 65))
+    expected: list[Damage] = []
+    decode_all(damaged, accept_damaged=True, damage=expected)  # what the decoder itself says
+    speech = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
+    stem = write_stem(tmp_path / "anna.wav", [(0.5, speech, 3.0)], 5.0)
+    out = tmp_path / "dub.mkv"
+    job = {"film": str(damaged), "stems": {"anna": str(stem)},
+           "output": {"path": str(out), "codec": "ffv1"},
+           "checkpoints": {"generator": str(synthetic_generator),
+                           "detector": str(detector_weights)},
+           "work_dir": str(tmp_path / "work"), "settings": {"accept_damaged": True},
+           "overrides": [{"character": "anna", "shot": 0, "face": {"index": 0}}]}
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        summary = dub_film(job)
+    listed = [{"frame": d.frame, "time": d.time, "what": d.what} for d in expected]
+    assert expected and summary["damage"] == listed
+    assert summary["frames"] == 125 and summary["frames_changed"] > 0
+    report = json.loads(Path(summary["qc"]["json"]).read_text())
+    assert report["damage"] == listed
+    html = Path(summary["qc"]["html"]).read_text()
+    assert all(f"Damaged source</b>: frame {d.frame}" in html for d in expected)
+    # Refused without the setting, before anything is written.
+    out.unlink()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), \
+            pytest.raises(MediaError, match="damaged"):
+        dub_film({**job, "settings": {}, "work_dir": str(tmp_path / "work2")})
+    assert not out.exists()

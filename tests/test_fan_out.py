@@ -369,6 +369,69 @@ def test_cancel_from_the_plugin_cancels_the_film_and_its_chunks(
     assert not out.exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_submit_wait_asks_and_cancels_the_run_on_the_server(
+        farm, two_shots, synthetic_generator, detector_weights, tmp_path):
+    import pty
+    import select
+    import signal
+
+    out = tmp_path / "dub.mkv"
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job_for(two_shots, synthetic_generator, detector_weights,
+                                           out, tmp_path / "work")))
+    env = dict(os.environ, PREFECT_API_URL=farm.api_url, PREFECT_API_AUTH_STRING=AUTH)
+    terminal, its_end = pty.openpty()  # the question is asked only of a person at a terminal
+    started = time.time()  # runs of the tests before are older
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "submit", str(path),
+                             "--deployment", "dub_film/lipdub", "--wait"], env=env,
+                            cwd=REPO_ROOT, stdin=its_end, stdout=its_end, stderr=its_end)
+    os.close(its_end)
+    said = bytearray()
+
+    def read_until(done, seconds: float) -> None:  # the terminal is read all along (no stall)
+        deadline = time.time() + seconds
+        while not done() and time.time() < deadline:
+            if select.select([terminal], [], [], 0.5)[0]:
+                try:
+                    said.extend(os.read(terminal, 4096))
+                except OSError:  # the process has ended and closed its side
+                    return
+
+    try:
+        run_id = wait_until(lambda: (read_until(lambda: False, 0.1),
+                                     _latest_run_id(farm, "dub_film", after=started - 1))[1],
+                            "the submitted run", farm)
+        wait_until(lambda: (read_until(lambda: False, 0.1),
+                            any(r.state.is_running() for r in children_of(farm, run_id)))[1],
+                   "a running chunk", farm)
+        proc.send_signal(signal.SIGINT)
+        read_until(lambda: b"[y/N]" in said, 30)
+        assert b"cancel the run on the server? [y/N]" in said, bytes(said[-500:])
+        os.write(terminal, b"y\n")
+        read_until(lambda: proc.poll() is not None, 60)
+        assert proc.wait(10) == 130
+        assert b"cancelling; the server stops its chunks too" in said, bytes(said[-500:])
+    finally:
+        proc.kill()
+        os.close(terminal)
+    run = wait_until(lambda: (r := read_run(farm, run_id)).state.is_final() and r,
+                     "the run ended", farm, timeout=180)
+    assert run.state.name == "Cancelled", run.state
+    assert not out.exists()
+
+
+def _latest_run_id(farm: Farm, flow_name: str, after: float) -> str | None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with farm.settings(), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+    return str(runs[0].id) if runs and runs[0].created.timestamp() > after else None
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -108,6 +108,8 @@ def test_routing_and_untouched_pictures(film, dubbed):
     assert ben and all(d["track_id"] is not None for d in ben)
     tracks = {(t["shot"], t["track"]): t for t in summary["tracks"]}
     assert all(tracks[(1, d["track_id"])]["order"] == 1 for d in ben)
+    assert all(tracks[(1, d["track_id"])]["face"] == "face 2 of 2 from the left" for d in ben)
+    assert all(t["end"] > t["first"] for t in summary["tracks"])  # half-open
     changed = [any((a != b).any() for a, b in zip(s, d)) for s, d in zip(src, dst)]
     cut1, cut2 = film.cuts
     # The left person of the split screen is never touched: compare the left half exactly.

@@ -254,6 +254,9 @@ def test_film_run_delivers_prores_with_timecode_otio_and_qc(
     dubbed_clips = list(timeline.tracks[1].find_clips())
     assert dubbed_clips and dubbed_clips[0].source_range.start_time.to_timecode(25) \
         .startswith("10:00:00:")
+    meta = dubbed_clips[0].metadata["lipdub"]  # one vocabulary: half-open, faces by place
+    assert meta["end_frame"] > meta["first_frame"] and meta["face"].startswith("face 1 of ")
+    assert timeline.metadata["lipdub"]["frames"].startswith("frames: [first, end)")
     qc = json.loads(open(summary["qc"]["json"]).read())
     assert qc["consent"] == "test footage, internal only"
     assert qc["sync_model"]["kind"] == "expert"

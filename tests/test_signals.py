@@ -1,6 +1,7 @@
-"""`lipdub prepare` and `lipdub train` stopped by a signal mid-work: out within 5 s with status
-128 + the signal and one line, nothing half-written left, no child left (DataLoader workers
-included). `sync` and `dub` have theirs in test_sync_cli.py and test_film_flow.py."""
+"""`lipdub prepare`, `lipdub train` and `lipdub qc` stopped by a signal mid-work: out within
+5 s with status 128 + the signal and one line, nothing half-written left, no child left
+(DataLoader workers included). `sync` and `dub` have theirs in test_sync_cli.py and
+test_film_flow.py."""
 
 from __future__ import annotations
 
@@ -51,3 +52,15 @@ def test_train_stopped_mid_run_keeps_whole_checkpoints_only(tmp_path, signum):
     said = process_table.stop_when(proc, reached, signum)
     assert said.strip().splitlines()[-1] == f"lipdub: stopped by {signal.Signals(signum).name}"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_qc_stopped_while_measuring_leaves_no_report_folder(media_dir, detector_weights,
+                                                            tmp_path):
+    clip = media_dir / "video" / "talkinghead_man_interview_offcamera_720p__ghost_obama_short.mp4"
+    out = tmp_path / "qc"
+    proc = lipdub("qc", str(clip), str(clip), "-o", str(out), "--detector", str(detector_weights),
+                  "--no-loudness")
+    # The report folder holds its scratch audio folder while the pictures are measured.
+    said = process_table.stop_when(proc, lambda: list(out.glob(".qc_audio_*")), signal.SIGHUP)
+    assert said.strip().splitlines()[-1] == "lipdub: stopped by SIGHUP", said
+    assert not out.exists(), list(out.rglob("*"))

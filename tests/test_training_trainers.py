@@ -207,7 +207,8 @@ def test_synthetic_mouths_follow_the_audio(tiny_data):
     result = mouth_sync_correlation(build_generator(16), tiny_data, device="cpu")
     assert result["videos"] == 1 and result["frames"] > 20
     assert result["r_ground_truth"] > 0.95
-    assert not result["r_generated"] > 0.5
+    # NaN: the fresh generator's mouths do not move at all (no correlation to speak of).
+    assert np.isnan(result["r_generated"]) or result["r_generated"] < 0.5
 
 
 # --- evaluation ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ try:  # the installable zip vendors plugin/core as lipdub_blender/core
 except ImportError:  # running from a lipdub checkout
     from plugin import core
 
+
 _secrets = {"api_key": core.api_key_from_env()}
 
 
@@ -58,6 +59,13 @@ def add(job: Job) -> None:
 
 def unfinished() -> list[Job]:
     return [j for j in jobs.values() if not j.handled]
+
+
+def last_finished(where=None) -> Job | None:
+    """The job that ended last (of those ``where(job)`` accepts), if any."""
+    done = [j for j in jobs.values() if j.handled and j.last_status is not None
+            and (where is None or where(j))]
+    return max(done, key=lambda j: j.last_status.finished_at or 0.0, default=None)
 
 
 def clear_finished() -> int:

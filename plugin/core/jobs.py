@@ -44,6 +44,7 @@ from .types import (
 OUTPUT_EXTENSIONS = (".mp4", ".mov", ".mkv", ".m4v")
 PROGRESS_KEY = "lipdub-progress"
 RESULT_KEY = "lipdub-result"
+POOL_CHECK_SECONDS = 10.0  # how often a queued run's work pool is asked about its machines
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -350,6 +351,7 @@ class DubTask:
         cancel_sent = False
         last_contact = time.monotonic()
         last_pool_check = float("-inf")
+        pool_note: str | None = None  # the last check's word on the render machines
         while not self._stop.is_set():
             try:
                 if self._cancel.is_set() and not cancel_sent:
@@ -386,22 +388,35 @@ class DubTask:
             elif state.type == CANCELLING:
                 changes.update(phase="cancelling", message="stopping the run")
             elif state.type in (SCHEDULED, PENDING):
-                changes.update(phase="waiting", message="waiting for a render machine")
-                if pool and state.type == SCHEDULED and time.monotonic() - last_pool_check > 10:
+                if (pool and state.type == SCHEDULED
+                        and time.monotonic() - last_pool_check > POOL_CHECK_SECONDS):
                     last_pool_check = time.monotonic()
-                    work_pool = client.read_work_pool(pool)
-                    if work_pool is not None and work_pool.status == "NOT_READY":
-                        changes["message"] = (f"no render machine is online on work pool "
-                                              f"{pool}: start one with `lipdub serve "
-                                              f"--worker-only --pool {pool}`")
-                    elif work_pool is not None and work_pool.is_paused:
-                        changes["message"] = f"work pool {pool} is paused on the server"
+                    pool_note = self._pool_note(client, pool)
+                # The pool is asked every POOL_CHECK_SECONDS only: its answer holds until the
+                # next check (said between checks, "waiting" made the hint blink on and off).
+                note = pool_note if state.type == SCHEDULED else None
+                changes.update(phase="waiting", message=note or "waiting for a render machine")
             else:
                 changes.update(message=state.message or "")
             self._set(**changes)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
         self._set(message=f"no longer followed here; flow run {run_id} goes on on the server")
+
+    @staticmethod
+    def _pool_note(client: PrefectClient, pool: str) -> str | None:
+        """What the work pool says about the render machines (None: nothing to say, or the
+        server did not answer this time)."""
+        try:
+            work_pool = client.read_work_pool(pool)
+        except (ServerUnreachable, ApiError):
+            return None
+        if work_pool is not None and work_pool.status == "NOT_READY":
+            return (f"no render machine is online on work pool {pool}: start one with "
+                    f"`lipdub serve --worker-only --pool {pool}`")
+        if work_pool is not None and work_pool.is_paused:
+            return f"work pool {pool} is paused on the server"
+        return None
 
     def _progress(self, client: PrefectClient, run_id: str) -> tuple[float | None, str]:
         """The run's whole-run percentage and what it is doing (stage, ETA), from its
