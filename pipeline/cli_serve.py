@@ -73,8 +73,8 @@ def deploy(pool: str, name: str) -> dict[str, str]:
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
+    from prefect.types.entrypoint import EntrypointType
 
-    import pipeline
     from pipeline.chunk_flows import sync_chunk, track_chunk
     from pipeline.fan_out import FILMS_QUEUE, GPU_QUEUE
     from pipeline.flows import dub_film
@@ -90,14 +90,17 @@ def deploy(pool: str, name: str) -> dict[str, str]:
             except ObjectAlreadyExists:
                 pass
         _ensure_zombie_automation(client)
-    source = Path(pipeline.__file__).resolve().parent.parent
     ids = {}
-    for flow, entry, queue in ((dub_film, "pipeline/flows.py:dub_film", FILMS_QUEUE),
-                               (track_chunk, "pipeline/chunk_flows.py:track_chunk", GPU_QUEUE),
-                               (sync_chunk, "pipeline/chunk_flows.py:sync_chunk", GPU_QUEUE)):
-        ids[flow.name] = str(flow.from_source(source=str(source), entrypoint=entry).deploy(
+    # Module-path entrypoints (pipeline.flows.dub_film): a run's process imports the flow from
+    # the installed lipdub, as every other module is imported. (A file-path entrypoint is
+    # loaded as a package named after its folder, beside the installed one: a second copy of
+    # every module it imports.) Each `serve` registers them again, replacing older ones.
+    for flow, queue in ((dub_film, FILMS_QUEUE), (track_chunk, GPU_QUEUE),
+                        (sync_chunk, GPU_QUEUE)):
+        ids[flow.name] = str(flow.deploy(
             name=name, work_pool_name=pool, work_queue_name=queue, print_next_steps=False,
-            build=False, push=False, job_variables={"env": dict(RUN_ENVIRONMENT)}))
+            build=False, push=False, entrypoint_type=EntrypointType.MODULE_PATH,
+            job_variables={"env": dict(RUN_ENVIRONMENT)}))
     return ids
 
 
