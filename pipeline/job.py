@@ -173,7 +173,18 @@ class JobSpec(_Strict):
         def fix(p: Path | None) -> Path | None:
             return None if p is None else (p if p.is_absolute() else base / p)
 
+        def weights(value: str | None) -> str | None:
+            # A checkpoint is a registry name or a file: a file beside the job is taken from
+            # there, as every other path of the job (`lipdub init` writes them relative).
+            if value is None or Path(value).is_absolute() or not (base / value).is_file():
+                return value
+            return str(base / value)
+
+        checkpoints = self.checkpoints.model_copy(update={
+            key: weights(getattr(self.checkpoints, key))
+            for key in ("generator", "expert", "detector", "lse")})
         return self.model_copy(update={
+            "checkpoints": checkpoints,
             "film": fix(self.film),
             "stems": {k: fix(v) for k, v in self.stems.items()},
             "original_dialogue": fix(self.original_dialogue),

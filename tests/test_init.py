@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from filmmaker import write_stem
 
@@ -11,18 +14,21 @@ from pipeline.job import parse_job
 FILM = "video/talkinghead_woman_flag__vretalk_face3.mp4"  # 125 frames at 25 fps, AAC stereo
 
 
-def test_init_writes_a_job_that_dub_accepts(media_dir, tmp_path, capsys):
+def test_init_writes_a_job_that_dub_accepts(media_dir, tmp_path, capsys, synthetic_generator):
     stems = tmp_path / "stems"
     stems.mkdir()
     anna = write_stem(stems / "anna_de.wav", [], 5.0)
     ben = write_stem(stems / "ben_de.wav", [], 5.0)
     job = tmp_path / "jobs" / "reel.yaml"
     job.parent.mkdir()
+    generator = job.parent / "wav2lip_gan.pth"  # beside the job; the tests run elsewhere
+    shutil.copy(synthetic_generator, generator)
     film = media_dir / FILM
     assert main(["init", str(film), "--stem", f"anna={anna}", "--stem", f"ben={ben}",
-                 "-o", str(job)]) == 0
+                 "--generator", str(generator), "-o", str(job)]) == 0
     out = capsys.readouterr().out
     assert f"next: lipdub dub {job}" in out
+    assert "before dubbing" not in out, out  # nothing left to fix
     text = job.read_text()
     assert "# picture: 590x590 h264 yuv420p, 5.000 s (125 frames) at 25.000 fps" in text
     assert "# audio stream 0: aac, stereo, 44100 Hz" in text
@@ -32,6 +38,9 @@ def test_init_writes_a_job_that_dub_accepts(media_dir, tmp_path, capsys):
     assert {c: p.resolve() for c, p in spec.stems.items()} == {"anna": anna.resolve(),
                                                                 "ben": ben.resolve()}
     assert spec.output.path.resolve() == job.parent.resolve() / (film.stem + "_dub.mov")
+    # The checkpoint written relative to the job is found from the job's folder too.
+    assert "generator: wav2lip_gan.pth" in text
+    assert Path(spec.checkpoints.generator).resolve() == generator.resolve()
     # Never over a job already there, unless told.
     assert main(["init", str(film), "--stem", f"anna={anna}", "-o", str(job)]) == 2
     assert "already exists" in capsys.readouterr().err
