@@ -20,7 +20,7 @@ from .composite import paste_faces
 from .encode import AudioReport, VideoWriter
 from .film_scan import FilmScan
 from .frames import is_planar_yuv
-from .media import VideoInfo, iter_video_frames
+from .media import VideoInfo
 from .passthrough import check_passthrough, iter_packets_and_frames
 from .stream_copy import CannotCopy, copy_video_stream
 
@@ -124,8 +124,7 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, U
         if check and check.ok:
             pictures = iter_packets_and_frames(info.path, _edited_frames(units))
         else:
-            pictures = ((i, None, f) for i, f in enumerate(iter_video_frames(
-                info.path, accept_damaged=info.accept_damaged)))
+            pictures = ((i, None, f) for i, f in enumerate(info.frames()))
         for index, packet, frame in pictures:
             stopping.check()  # a thread of its own in a film run: stopped here on a signal
             while pending and pending[0][0] <= index:

@@ -21,7 +21,7 @@ import numpy as np
 from .film_scan import FilmScan, TrackInfo
 from .frames import to_bgr
 from .lipsync import crop_face, padded_box
-from .media import VideoInfo, iter_video_frames
+from .media import VideoInfo
 from .qc_sync import AudioSource, SyncModel, expert_features
 from .sync_metrics import VSHIFT, sync_score
 
@@ -61,8 +61,7 @@ def score_faces(sync: SyncModel, info: VideoInfo, scan: FilmScan, candidates: li
     crops: dict[int, list[np.ndarray]] = {t.track_id: [] for t in candidates}
     times: dict[int, list[float]] = {t.track_id: [] for t in candidates}
     end_time = float(scan.times[hi]) if hi < len(scan.times) else None
-    frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
-                               start_time=float(scan.times[lo]), end_time=end_time)
+    frames = info.frames(start_time=float(scan.times[lo]), end_time=end_time)
     for index, frame in enumerate(frames, start=lo):
         if index >= hi:
             break

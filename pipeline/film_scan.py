@@ -24,7 +24,7 @@ from .face_track import (
 )
 from .frames import to_bgr
 from .keyframes import KeyframeDetector
-from .media import Damage, VideoInfo, iter_video_frames
+from .media import Damage, VideoInfo
 from .motion_frames import MotionFrames
 from .mouth_activity import mouth_deformation, mouth_from_square
 from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
@@ -76,7 +76,7 @@ def scan_film(info: VideoInfo, *, cut_times: list[float] | None = None,
     scale = min(1.0, SHOT_DETECT_SIDE / max(info.width, info.height))
     small = (max(2, round(info.width * scale)) & ~1, max(2, round(info.height * scale)) & ~1)
     times, damage = [], []
-    frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged, damage=damage)
+    frames = info.frames(damage=damage)
     for i, frame in enumerate(frames):
         times.append(float(frame.pts * frame.time_base))
         if detector is not None:
@@ -147,10 +147,9 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
                           f"(the mouth's motion is measured on every {MOTION_STEP}nd frame)")
     small_w, small_h = detection_size(info.width, info.height, max_side)
     back = np.array([info.width / small_w, info.height / small_h])
-    frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
-                               start_time=float(scan.times[shot.start]),
-                               end_time=float(scan.times[shot.end]) if shot.end < len(scan.times)
-                               else None)
+    frames = info.frames(start_time=float(scan.times[shot.start]),
+                         end_time=float(scan.times[shot.end]) if shot.end < len(scan.times)
+                         else None)
     # The detector sees motion frames only, numbered in motion steps, so that its keyframes
     # fall every ``every`` frames and a refinement never detects a frame nobody measures.
     keyframes = KeyframeDetector(detect, every // MOTION_STEP, refine_iou)

@@ -67,7 +67,6 @@ from .routing import Decision, FilmRouting, route_film
 from .run_progress import RunProgress
 from .run_tables import (
     FRAMES_NOTE,
-    Clock,
     describe_faces,
     routing_rows,
     segment_rows,
@@ -78,7 +77,7 @@ from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
 from .stem_mel import stem_mel
 from .stems import StemAnalysis, mix_stems, stem_analysis
 from .stopping import workers_stop_with_me
-from .timecode import read_timecode
+from .timecode import FrameClock, read_timecode
 from .turns import Turns
 from .work_cache import cache_key, file_sha256, writing
 
@@ -219,7 +218,7 @@ def _dub_film(job: dict | str) -> dict:
     units = units_from_decisions(decisions)
     start_tc = read_timecode(spec.film)
     _publish_tables(scan, tracks, stems, decisions,
-                    Clock(info.average_rate or 1 / scan.frame_duration, start_tc))
+                    FrameClock(info.average_rate or 1 / scan.frame_duration, start_tc))
     clock["routed"] = time.perf_counter()
 
     weights_sha = generator_sha(spec)
@@ -534,7 +533,7 @@ def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, st
 
 
 def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision],
-                    clock: Clock) -> None:
+                    clock: FrameClock) -> None:
     """The run's tables in the Prefect UI (pipeline.run_tables: one vocabulary)."""
     faces = [t for ts in tracks.values() for t in ts]
     create_table_artifact(shot_rows(scan, clock), key="lipdub-shots",

@@ -37,8 +37,8 @@ class VideoInfo:
         has_audio: whether the file also carries an audio stream.
         is_still: a single picture (jpg/png...), to be held for the length of the audio.
         accept_damaged: decode past damage instead of refusing the file (the job's
-            ``settings.accept_damaged``; set with ``dataclasses.replace`` where it is decided,
-            and passed to :func:`iter_video_frames` by everything that decodes this file).
+            ``settings.accept_damaged``; set with ``dataclasses.replace`` where it is decided;
+            :meth:`frames` decodes accordingly).
     """
 
     path: Path
@@ -55,6 +55,12 @@ class VideoInfo:
     has_audio: bool
     is_still: bool
     accept_damaged: bool = False
+
+    def frames(self, *, start_time: float | None = None, end_time: float | None = None,
+               damage: list[Damage] | None = None) -> Iterator[av.VideoFrame]:
+        """This file's pictures (:func:`iter_video_frames`), past damage when it is accepted."""
+        return iter_video_frames(self.path, start_time=start_time, end_time=end_time,
+                                 accept_damaged=self.accept_damaged, damage=damage)
 
 
 @dataclass(frozen=True)

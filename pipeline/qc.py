@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -305,38 +306,66 @@ def _finish(col: _Collect, sync: SyncModel | None, audio: AudioSource | None, t0
     }
 
 
-def silent_spans(path: Path, spans: list[tuple[float, float]], delay: float = 0.0
-                 ) -> list[bool]:
-    """Whether ``path``'s audio is digital silence (every sample of every channel zero) over
-    each span ([start, end) seconds after the first picture; ``delay``: seconds of audio before
-    it). Streamed; a span past the audio's end is silent there."""
+class _Silence:
+    """Listens to audio blocks going by and tells, per span ([start, end) seconds after the
+    first picture; ``delay``: seconds of audio before it), whether every sample of every
+    channel in it was zero (a span past the audio's end is silent there)."""
+
+    def __init__(self, spans: list[tuple[float, float]], rate: int, delay: float = 0.0):
+        self.bounds = [(int(round((a + delay) * rate)), int(min(b + delay, 1e9) * rate))
+                       for a, b in spans]
+        self.heard = [False] * len(spans)
+        self.at = 0
+
+    def hear(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """``blocks`` passed on as they are, listened to on the way."""
+        for block in blocks:
+            nonzero = np.flatnonzero(np.any(block != 0, axis=0)) + self.at
+            for i, (lo, hi) in enumerate(self.bounds):
+                if not self.heard[i] and lo < self.at + block.shape[1] and hi > self.at \
+                        and len(nonzero):
+                    j = np.searchsorted(nonzero, lo)
+                    self.heard[i] = j < len(nonzero) and nonzero[j] < hi
+            self.at += block.shape[1]
+            yield block
+
+    def silent(self) -> list[bool]:
+        return [not h for h in self.heard]
+
+
+def _audio_blocks(path: Path) -> tuple[int, Iterator[np.ndarray]]:
+    """The sample rate and the stereo float blocks of ``path``'s audio, streamed."""
     from .stems import iter_audio_blocks
 
     with open_media(path) as container:
         rate = container.streams.audio[0].rate
-    bounds = [(int(round((a + delay) * rate)),
-               int(min(b + delay, 1e9) * rate)) for a, b in spans]
-    heard = [False] * len(spans)
-    at = 0
-    for block in iter_audio_blocks(path, None, mono=False, block_seconds=10.0):
-        nonzero = np.flatnonzero(np.any(block != 0, axis=0)) + at
-        for i, (lo, hi) in enumerate(bounds):
-            if not heard[i] and lo < at + block.shape[1] and hi > at and len(nonzero):
-                j = np.searchsorted(nonzero, lo)
-                heard[i] = j < len(nonzero) and nonzero[j] < hi
-        at += block.shape[1]
-    return [not h for h in heard]
+    return rate, iter_audio_blocks(path, None, mono=False, block_seconds=10.0)
 
 
-def _mark_silence(results: list[dict], audio: Path, delay: float, where: str) -> None:
-    """Add ``where`` to the ``silent`` list of each measured segment that is silent in it."""
+def silent_spans(path: Path, spans: list[tuple[float, float]], delay: float = 0.0
+                 ) -> list[bool]:
+    """Whether ``path``'s audio is digital silence over each span (see :class:`_Silence`)."""
+    rate, blocks = _audio_blocks(path)
+    listener = _Silence(spans, rate, delay)
+    for _ in listener.hear(blocks):
+        pass
+    return listener.silent()
+
+
+def _segment_spans(results: list[dict]) -> tuple[list[dict], list[tuple[float, float]]]:
+    """The measured segments and their spans in seconds, the last picture's duration in."""
     measured = [r for r in results if r["start_time"] is not None]
     spans = []
     for r in measured:
         step = (r["end_time"] - r["start_time"]) / max(r["frames_measured"] - 1, 1)
         spans.append((r["start_time"], r["end_time"] + step))
-    for r, silent in zip(measured, silent_spans(audio, spans, delay) if spans else []):
-        if silent:
+    return measured, spans
+
+
+def _mark_silence(measured: list[dict], silent: list[bool], where: str) -> None:
+    """Add ``where`` to the ``silent`` list of each segment that is silent in it."""
+    for r, quiet in zip(measured, silent):
+        if quiet:
             r["silent"].append(where)
 
 
@@ -384,19 +413,17 @@ def summarise(results: list[dict], shots: list[tuple[int, int, int]],
     return sorted(rows, key=lambda r: (not r["flagged"], r["shot"]))
 
 
-def measure_loudness(path: Path) -> dict:
+def measure_loudness(path: Path, listener: _Silence | None = None) -> dict:
     """Integrated loudness (ITU-R BS.1770-4, LUFS) and sample peak of the delivered audio.
 
     Streamed (:mod:`pipeline.loudness`): memory stays flat however long the film. A mix with
-    more than two channels is down-mixed to stereo by libswresample first.
+    more than two channels is down-mixed to stereo by libswresample first. ``listener``
+    hears the same blocks (one decode for loudness and silence).
     """
     from .loudness import integrated_loudness
-    from .stems import iter_audio_blocks
 
-    with open_media(path) as container:
-        rate = container.streams.audio[0].rate
-    loudness, peak = integrated_loudness(
-        iter_audio_blocks(path, None, mono=False, block_seconds=10.0), rate)
+    rate, blocks = _audio_blocks(path)
+    loudness, peak = integrated_loudness(listener.hear(blocks) if listener else blocks, rate)
     return {"measured": True, "standard": "ITU-R BS.1770-4 (pyloudnorm's K-weighting)",
             "integrated_lufs": round(loudness, 2) if np.isfinite(loudness) else None,
             "sample_peak_dbfs": round(20 * np.log10(peak), 2) if peak > 0 else None}
@@ -472,9 +499,22 @@ def _measure_and_write(output: Path, audio: Path, segments: list[QCSegment],
                                            shots={i: (a, b) for i, a, b in shots},
                                            baseline_frames=settings.baseline_frames)
         del source_audio  # its memory map, before the scratch folder goes
-    _mark_silence(results, audio, delay, "delivered audio")
+    # The delivered audio is decoded once, for its loudness and for silence: over the whole
+    # of it (span 0) and over each segment.
+    measured, spans = _segment_spans(results)
+    rate, blocks = _audio_blocks(audio)  # nothing is decoded until the blocks are read
+    listener = _Silence([(0.0, float("inf")), *spans], rate, delay)
+    if loudness:
+        loud = measure_loudness(audio, listener)
+    else:
+        loud = {"measured": False, "reason": "not asked"}
+        for _ in listener.hear(blocks):
+            pass
+    silent = listener.silent()
+    _mark_silence(measured, silent[1:], "delivered audio")
     for character, stem in (stems or {}).items():
-        _mark_silence([r for r in results if r["character"] == character], stem, 0.0,
+        own, own_spans = _segment_spans([r for r in results if r["character"] == character])
+        _mark_silence(own, silent_spans(stem, own_spans) if own_spans else [],
                       f"{character}'s stem")
     rows = summarise(results, shots, settings)
     report = {
@@ -482,9 +522,8 @@ def _measure_and_write(output: Path, audio: Path, segments: list[QCSegment],
         **(header or {}),
         "output": str(output), "source": str(source) if source else None, "audio": str(audio),
         "sync_model": {"kind": sync.kind, "weights": sync.source} if sync else None,
-        "loudness": measure_loudness(audio) if loudness else {"measured": False,
-                                                               "reason": "not asked"},
-        "audio_silent": silent_spans(audio, [(0.0, float("inf"))], delay)[0],
+        "loudness": loud,
+        "audio_silent": silent[0],
         "thresholds": asdict(settings),
         "shots_flagged": sum(r["flagged"] for r in rows),
         "segments_flagged": sum(bool(s["flags"]) for r in rows for s in r["segments"]),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .errors import LipdubError
-from .timecode import Timecode, frames_to_timecode
+from .timecode import FrameClock, Timecode
 
 
 class QCFlagged(LipdubError):
@@ -30,10 +30,6 @@ def verdict_line(shots_flagged: int, shots: int) -> str:
     return verdict_name(shots_flagged, shots) or f"QC: no shot flagged of {shots}"
 
 
-def _timecode(frame: int, start: Timecode | None, rate: Fraction | float) -> str:
-    return start.shifted(frame) if start else frames_to_timecode(frame, rate)
-
-
 def flagged_rows(report: dict, rate: Fraction | float,
                  start: Timecode | None = None) -> list[dict]:
     """One row per flagged segment of a QC report (:func:`pipeline.qc.run_qc`), film order.
@@ -41,7 +37,7 @@ def flagged_rows(report: dict, rate: Fraction | float,
     Frames are half-open, ``[first, end)``; timecodes are the source's (from 00:00:00:00 when it
     has none), the out point being the last frame shown.
     """
-    rows = []
+    rows, clock = [], FrameClock(rate, start)
     for shot in sorted(report["shots"], key=lambda s: s["shot"]):
         for seg in shot["segments"]:
             if not seg["flags"]:
@@ -50,9 +46,7 @@ def flagged_rows(report: dict, rate: Fraction | float,
             rows.append({
                 "shot": shot["shot"], "segment": seg["name"],
                 "character": seg.get("character") or "",
-                "first frame": seg["start"], "end frame": seg["end"],
-                "timecode in": _timecode(seg["start"], start, rate),
-                "timecode out": _timecode(seg["end"] - 1, start, rate),
+                **clock.span(seg["start"], seg["end"]),
                 "reason": "; ".join(seg["flags"]),
                 "LSE-C": sync["lse_c"] if sync.get("measured") else None,
                 "offset (frames)": sync["offset_frames"] if sync.get("measured") else None,

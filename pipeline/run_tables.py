@@ -11,29 +11,13 @@ table.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from fractions import Fraction
 
 from .film_scan import FilmScan, TrackInfo
 from .routing import Decision
 from .stems import StemAnalysis
-from .timecode import Timecode, frames_to_timecode
+from .timecode import FrameClock
 
 FRAMES_NOTE = "frames: [first, end), the end frame not shown; timecode out: the last frame shown"
-
-
-class Clock:
-    """Film frames as timecodes (the film's own start, else 00:00:00:00)."""
-
-    def __init__(self, rate: Fraction | float, start: Timecode | None = None):
-        self.rate, self.start = rate, start
-
-    def at(self, frame: int) -> str:
-        return self.start.shifted(frame) if self.start else frames_to_timecode(frame, self.rate)
-
-    def span(self, first: int, end: int) -> dict:
-        """The columns of a half-open frame range."""
-        return {"first frame": first, "end frame": end, "timecode in": self.at(first),
-                "timecode out": self.at(max(first, end - 1))}
 
 
 def describe_faces(tracks: Iterable[TrackInfo]) -> dict[tuple[int, int], str]:
@@ -50,19 +34,20 @@ def describe_faces(tracks: Iterable[TrackInfo]) -> dict[tuple[int, int], str]:
     return names
 
 
-def shot_rows(scan: FilmScan, clock: Clock) -> list[dict]:
+def shot_rows(scan: FilmScan, clock: FrameClock) -> list[dict]:
     return [{"shot": s.index, **clock.span(s.start, s.end),
              "start (s)": round(s.start_time - scan.times[0], 3)} for s in scan.shots]
 
 
-def track_rows(tracks: Iterable[TrackInfo], clock: Clock) -> list[dict]:
+def track_rows(tracks: Iterable[TrackInfo], clock: FrameClock) -> list[dict]:
     tracks = list(tracks)
     faces = describe_faces(tracks)
     return [{"shot": t.shot, "face": faces[(t.shot, t.track_id)], "track": t.track_id,
              **clock.span(t.first, t.last + 1)} for t in tracks]
 
 
-def segment_rows(stems: Iterable[StemAnalysis], clock: Clock, scan: FilmScan) -> list[dict]:
+def segment_rows(stems: Iterable[StemAnalysis], clock: FrameClock,
+                 scan: FilmScan) -> list[dict]:
     """Speech found in each stem (seconds from the first picture, and the frames they cover)."""
     rows = []
     for stem in stems:
@@ -75,7 +60,7 @@ def segment_rows(stems: Iterable[StemAnalysis], clock: Clock, scan: FilmScan) ->
 
 
 def routing_rows(decisions: list[Decision], tracks: Iterable[TrackInfo],
-                 clock: Clock) -> list[dict]:
+                 clock: FrameClock) -> list[dict]:
     """What happened to each piece of speech, with the faces named and overlaps said."""
     faces = describe_faces(tracks)
 

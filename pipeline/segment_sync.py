@@ -27,7 +27,7 @@ from .background import in_background
 from .film_scan import FilmScan, TrackInfo
 from .frames import to_bgr
 from .lipsync import LipSyncModel, crop_face, padded_box
-from .media import VideoInfo, iter_video_frames
+from .media import VideoInfo
 from .routing import Decision
 from .work_cache import writing
 
@@ -159,8 +159,7 @@ def lipsync_unit(info: VideoInfo, scan: FilmScan, unit: SyncUnit, boxes: list,
 
     def crops():
         """(frame, box, face crop, mel window) of each frame with a face, made in a thread."""
-        frames = iter_video_frames(info.path, accept_damaged=info.accept_damaged,
-                                   start_time=float(scan.times[unit.start]), end_time=end_time)
+        frames = info.frames(start_time=float(scan.times[unit.start]), end_time=end_time)
         for offset, frame in enumerate(frames):
             index = unit.start + offset
             if index >= unit.end:

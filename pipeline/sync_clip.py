@@ -46,7 +46,7 @@ from .face_track import (
 from .frames import frame_from_planes, plane_arrays, to_bgr
 from .keyframes import KeyframeDetector
 from .lipsync import LipSyncModel, crop_face, padded_box, resolve_device
-from .media import VideoInfo, iter_video_frames, probe_video, require_file
+from .media import VideoInfo, probe_video, require_file
 from .passthrough import check_passthrough, iter_packets_and_frames
 from .profiles import resolve_profile
 from .provenance import provenance_metadata
@@ -157,7 +157,7 @@ def still_pix_fmt(info: VideoInfo) -> str:
 
 def still_frames(info: VideoInfo, count: int, fps: float) -> Iterator[av.VideoFrame]:
     """The single picture of a still input as ``count`` frames at ``fps`` (pts 0, 1, 2...)."""
-    frame = next(iter_video_frames(info.path, accept_damaged=info.accept_damaged))
+    frame = next(info.frames())
     fmt = still_pix_fmt(info)
     if fmt == "yuv420p" and (info.width % 2 or info.height % 2):
         fmt = "yuv444p"  # an odd size has no 4:2:0 picture
@@ -194,8 +194,7 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
                                  rescale=lambda d: _rescale(d, *back), on_batch=on_batch)
     bar = _progress(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
     with bar:
-        for index, frame in enumerate(iter_video_frames(
-                info.path, accept_damaged=info.accept_damaged, damage=damage)):
+        for index, frame in enumerate(info.frames(damage=damage)):
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
             if detect is not None:
                 keyframes.add(index, to_bgr(frame, small_w, small_h))
@@ -323,8 +322,7 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
         frames: Callable[[], Iterator] = lambda: still_frames(info, count, options.still_fps)  # noqa: E731
         time_base, rate = times.time_base, 1 / times.time_base
     else:
-        frames = lambda: iter_video_frames(  # noqa: E731
-            info.path, accept_damaged=info.accept_damaged)
+        frames = info.frames
         time_base, rate = info.time_base, info.average_rate
     clock["scanned"] = time.perf_counter()
     n_frames = len(times.times)

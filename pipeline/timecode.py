@@ -128,6 +128,22 @@ def frames_to_timecode(frames: int, rate: Fraction | float, drop_frame: bool = F
     return f"{h:02d}:{m:02d}:{s:02d}{';' if drop_frame else ':'}{f:02d}"
 
 
+class FrameClock:
+    """Film frames as timecodes: the film's own start timecode, else counted from 00:00:00:00."""
+
+    def __init__(self, rate: Fraction | float, start: Timecode | None = None):
+        self.rate, self.start = rate, start
+
+    def at(self, frame: int) -> str:
+        return self.start.shifted(frame) if self.start else frames_to_timecode(frame, self.rate)
+
+    def span(self, first: int, end: int) -> dict:
+        """The columns of a half-open frame range [first, end): the out point is the last
+        frame shown."""
+        return {"first frame": first, "end frame": end, "timecode in": self.at(first),
+                "timecode out": self.at(max(first, end - 1))}
+
+
 def read_timecode(path: str | Path) -> Timecode | None:
     """The start timecode of ``path``'s picture, or None when it has none.
 

@@ -9,8 +9,9 @@ import numpy as np
 
 from pipeline.film_scan import FilmScan, TrackInfo
 from pipeline.routing import Decision
-from pipeline.run_tables import Clock, describe_faces, routing_rows, shot_rows, track_rows
+from pipeline.run_tables import describe_faces, routing_rows, shot_rows, track_rows
 from pipeline.shots import Shot
+from pipeline.timecode import FrameClock as Clock
 from pipeline.timecode import parse_timecode
 
 
