@@ -64,7 +64,7 @@ def make_film(path: Path, minutes: float, size: tuple[int, int], media: Path) ->
 
 
 def make_stem(path: Path, seconds: float, media: Path) -> None:
-    from pipeline.audio import read_audio
+    from lipdub.pipeline.audio import read_audio
 
     rate = 16000
     voice = read_audio(media / "video" / CLIPS[0], rate).samples[: 3 * rate]
@@ -99,7 +99,7 @@ def run(minutes: float, args, folder: Path) -> dict:
     job_path = folder / f"job_{minutes:g}.yaml"
     job_path.write_text(yaml.safe_dump(job))
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "dub", str(job_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "lipdub.cli", "dub", str(job_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     own_peak = 0
     while proc.poll() is None:

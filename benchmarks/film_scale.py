@@ -137,7 +137,7 @@ def main() -> None:
         farm.serve("control", "--role", "control")
         farm.wait_for_workers([f"{host}-films"])
         env = dict(os.environ, PREFECT_API_URL=farm.api_url)
-        lipdub = [sys.executable, "-m", "pipeline.cli"]
+        lipdub = [sys.executable, "-m", "lipdub.cli"]
 
         path = configured(job, folder, "a_in_process", "off", args.chunk_seconds)
         results["a"] = figures(path, timed([*lipdub, "dub", str(path)], env), farm.api_url)

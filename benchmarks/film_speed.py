@@ -50,7 +50,7 @@ FPS = 25
 
 def speech_pieces(media: Path, seconds: float) -> list[tuple[float, Path, float]]:
     """(at, recording, length) filling ``seconds`` after 2 s of silence, 1 s between lines."""
-    from pipeline.audio import read_audio
+    from lipdub.pipeline.audio import read_audio
 
     pieces, at, k = [], 2.0, 0
     while at < seconds - 1.0:
@@ -102,7 +102,7 @@ def one_shot(seconds: float, args, folder: Path, env: dict) -> list[dict]:
                      repeat=int(round(seconds * FPS / 125))).path
     stem = write_stem(folder / f"stem_{seconds:g}s.wav", speech_pieces(args.media, seconds),
                       seconds)
-    lipdub = [sys.executable, "-m", "pipeline.cli"]
+    lipdub = [sys.executable, "-m", "lipdub.cli"]
     rows = []
     for precision in args.precisions:
         out = folder / f"sync_{seconds:g}_{precision}.mp4"
@@ -138,7 +138,7 @@ def multi_shot(seconds: float, args, folder: Path, env: dict) -> dict:
     made = make_job(args.media, folder, seconds / 60, args.checkpoint, args.detector)
     job = dub_job(folder, "multi_shot", Path(made["film"]), made["stems"], made["overrides"],
                   args, "fp32")
-    dub = measured([sys.executable, "-m", "pipeline.cli", "dub", str(job)], env)
+    dub = measured([sys.executable, "-m", "lipdub.cli", "dub", str(job)], env)
     dub.update(_dub_figures(job))
     return {"frames": dub.pop("frames"), "shots": dub.pop("shots"), "dub": dub}
 

@@ -8,7 +8,7 @@ Usage::
 
 Each case of ``routing_cases.py`` is built (film with its original mix, one dub stem per
 character), analysed as the ``dub_film`` flow analyses a film (shots, face tracks, stems: the
-same stage functions and default settings) and routed by :func:`pipeline.routing.route_film`,
+same stage functions and default settings) and routed by :func:`lipdub.pipeline.routing.route_film`,
 the flow's own routing step. Every (character, frame) is then scored against the truth:
 
 - hit: synced on the face that speaks the line in the original;
@@ -42,11 +42,11 @@ EDGE = 5  # frames either side of a line's start and end that are not scored
 
 def analyse_and_route(film: Path, stems: dict[str, Path], detector, work: Path) -> dict:
     """Shots, tracks, stems and routing, as the film flow does them (default job settings)."""
-    from pipeline.film_scan import scan_film, track_shot
-    from pipeline.job import Settings
-    from pipeline.media import probe_video
-    from pipeline.routing import route_film
-    from pipeline.stems import analyse_stem
+    from lipdub.pipeline.film_scan import scan_film, track_shot
+    from lipdub.pipeline.job import Settings
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.pipeline.routing import route_film
+    from lipdub.pipeline.stems import analyse_stem
 
     settings = Settings()
     info = probe_video(film)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipeline.detector import load_face_detector
+    from lipdub.pipeline.faces.detector import load_face_detector
 
     torch.set_num_threads(2)
     detector = load_face_detector(args.detector)

@@ -204,7 +204,7 @@ _audio_cache: dict[str, np.ndarray] = {}
 
 
 def _audio(path: Path) -> np.ndarray:
-    from pipeline.audio import read_audio
+    from lipdub.pipeline.audio import read_audio
 
     if str(path) not in _audio_cache:
         _audio_cache[str(path)] = read_audio(path, RATE).samples.astype(np.float32)
@@ -259,7 +259,7 @@ def build_case(case: Case, media: Path, folder: Path) -> tuple[Path, dict[str, P
     Returns:
         (film path, {character: stem path}, the truth).
     """
-    from pipeline.media import audio_lead
+    from lipdub.pipeline.media.decode import audio_lead
 
     rng = np.random.default_rng(zlib.crc32(case.name.encode()))  # the same film every run
     folder.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def long_film(media: Path, work: Path, minutes: float,
                              .to_ndarray() for f in src.decode(video=0)])
         n = len(pictures[-1])
         seconds = n / FPS
-        from pipeline.audio import read_audio
+        from lipdub.pipeline.audio import read_audio
 
         mixes.append(_fit(read_audio(film, RATE).samples, seconds))
         for c in {c for _, sp, _ in parts for c in sp}:
@@ -124,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import pipeline.film_scan as film_scan
-    from pipeline.detector import load_face_detector
-    from pipeline.job import Settings
-    from pipeline.media import probe_video
-    from pipeline.routing import route_film
-    from pipeline.stems import analyse_stem
+    import lipdub.pipeline.film_scan as film_scan
+    from lipdub.pipeline.faces.detector import load_face_detector
+    from lipdub.pipeline.job import Settings
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.pipeline.routing import route_film
+    from lipdub.pipeline.stems import analyse_stem
 
     torch.set_num_threads(2)
     work = args.work or Path(tempfile.mkdtemp(prefix="lipdub_routing_cost_"))

@@ -28,7 +28,7 @@ import numpy as np
 
 
 def run_sync(video: Path, audio: Path, out: Path, args) -> dict:
-    cmd = [sys.executable, "-m", "pipeline.cli", "sync", str(video), str(audio), "-o", str(out),
+    cmd = [sys.executable, "-m", "lipdub.cli", "sync", str(video), str(audio), "-o", str(out),
            "--checkpoint", str(args.checkpoint), "--no-progress", "--overwrite",
            ] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
     if args.detector:
@@ -54,7 +54,7 @@ def run_sync(video: Path, audio: Path, out: Path, args) -> dict:
 def generator_speed(checkpoint: Path, batch_sizes: list[int], precision: str) -> dict:
     import torch
 
-    from pipeline.lipsync import LipSyncModel
+    from lipdub.pipeline.generator import LipSyncModel
 
     model = LipSyncModel(checkpoint, precision=precision)
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def loop_media(video: Path, audio: Path, seconds: float, folder: Path) -> tuple[
                 dst.mux(packet)
         for packet in out.encode(None):
             dst.mux(packet)
-    from pipeline.audio import read_audio
+    from lipdub.pipeline.audio import read_audio
 
     dub = read_audio(audio, None)
     reps = int(np.ceil(seconds / dub.duration))

@@ -38,20 +38,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from training.args import ExpertArgs, GeneratorArgs, load_args  # noqa: E402
-from training.checkpoints import (  # noqa: E402
+from lipdub.training.args import ExpertArgs, GeneratorArgs, load_args  # noqa: E402
+from lipdub.training.checkpoints import (  # noqa: E402
     checkpoint_path,
     latest_checkpoint,
     read_weights_for,
 )
-from training.evaluate import evaluate_expert  # noqa: E402
-from training.logging_utils import read_metrics  # noqa: E402
-from training.synthetic import (  # noqa: E402
+from lipdub.training.evaluate import evaluate_expert  # noqa: E402
+from lipdub.training.logging_utils import read_metrics  # noqa: E402
+from lipdub.training.networks import build_generator  # noqa: E402
+from lipdub.training.synthetic import (  # noqa: E402
     SyntheticOptions,
     build_synthetic_dataset,
     mouth_sync_correlation,
 )
-from training.tiny_models import build_generator  # noqa: E402
 
 REAL_CLIP = SHARED / "media" / "video" / "talkinghead_woman_flag__vretalk_face3.mp4"
 DETECTOR = SHARED / "weights" / "retinaface_mobilenet0.25_pytorch_retinaface.pth"
@@ -83,7 +83,7 @@ def resume_last(out: Path) -> list[str]:
 
 
 def stage_expert(work: Path, data: Path, overrides: list[str]) -> dict:
-    from training.train_expert import main
+    from lipdub.training.train_expert import main
 
     out = work / "expert"
     args = load_args(ExpertArgs, "synthetic_expert",
@@ -103,7 +103,7 @@ def stage_expert(work: Path, data: Path, overrides: list[str]) -> dict:
 
 def run_generator(name: str, work: str, data: str, expert: str, overrides: list[str]) -> dict:
     """One generator run and its mouth-sync correlation (a separate process in parallel mode)."""
-    from training.train_generator import main
+    from lipdub.training.train_generator import main
 
     out = Path(work) / name
     values = [f"data.root={data}", f"out_dir={out}", f"expert={expert}", *overrides]
@@ -160,8 +160,8 @@ def stage_generators(work: Path, data: Path, expert: str, overrides: list[str], 
 
 def official_layout_checkpoints(folder: Path) -> tuple[Path, Path]:
     """A generator and an expert in the official layout ('module.' prefixes, step 0)."""
-    from models.syncnet import SyncNetExpert
-    from models.wav2lip import Wav2Lip
+    from lipdub.models.syncnet import SyncNetExpert
+    from lipdub.models.wav2lip import Wav2Lip
 
     folder.mkdir(parents=True, exist_ok=True)
     make = SHARED / "fixtures" / "make_weights.py"
@@ -195,8 +195,8 @@ def same_checkpoint(a: Path, b: Path) -> bool:
 
 
 def stage_finetune(work: Path, threads: int) -> dict:
-    from training.prepare import PrepareOptions, prepare_dataset
-    from training.train_generator import main
+    from lipdub.training.prepare import PrepareOptions, prepare_dataset
+    from lipdub.training.train_generator import main
 
     if not REAL_CLIP.is_file() or not DETECTOR.is_file():
         return {"skipped": f"{REAL_CLIP} or {DETECTOR} is missing"}

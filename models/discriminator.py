@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import NoNormConvBlock as NoNorm
+from lipdub.models.blocks import NoNormConvBlock as NoNorm
 
 
 class QualityDiscriminator(nn.Module):

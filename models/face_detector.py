@@ -1,4 +1,4 @@
-"""Batched face detection on video frames with :class:`~models.retinaface.RetinaFace`.
+"""Batched face detection on video frames with :class:`~lipdub.models.retinaface.RetinaFace`.
 
 No file I/O here: callers load the checkpoint and pass its ``state_dict`` and anchor sizes.
 """
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from models.fuse import fold_batchnorm
-from models.retinaface import (
+from lipdub.models.fuse import fold_batchnorm
+from lipdub.models.retinaface import (
     MEAN_BGR,
     RetinaFace,
     decode_boxes,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvBlock, res
-from .wav2lip import audio_encoder
+from lipdub.models.blocks import ConvBlock, res
+from lipdub.models.wav2lip import audio_encoder
 
 
 class SyncNetExpert(nn.Module):

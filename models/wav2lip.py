@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import ConvBlock, ConvTransposeBlock, res
+from lipdub.models.blocks import ConvBlock, ConvTransposeBlock, res
 
 
 def _face_encoder() -> nn.ModuleList:

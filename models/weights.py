@@ -15,7 +15,8 @@ Four on-disk formats are recognised by their first bytes (``sniff_format``):
 - ``safetensors``.
 
 Every error message names the file and says how to fix the problem. The exceptions derive from
-``WeightsError``, a :class:`models.errors.UserError` as ``pipeline.errors.LipdubError`` is
+``WeightsError``, a :class:`lipdub.models.errors.UserError` as
+``lipdub.pipeline.errors.LipdubError`` is
 (``models`` must not import ``pipeline``).
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from lipdub.models.errors import UserError
 
 __all__ = [
     "FAMILIES",

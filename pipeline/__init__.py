@@ -1,3 +1,3 @@
 """lipdub's stages: plain typed functions, with Prefect only at the edge (flows.py)."""
 
-from . import prefect_env  # noqa: F401  (Prefect telemetry off before anything imports Prefect)
+from lipdub.pipeline import prefect_env  # noqa: F401  (Prefect telemetry off before anything imports Prefect)

@@ -3,7 +3,8 @@
 A dubbed stem is another language recorded later: it says *when* a character speaks, never how
 the lips move. The original dialogue is what the on-screen speaker's lips follow. So for a face
 and a stretch of the film, the evidence that this face speaks there is how well its mouth motion
-(:mod:`pipeline.mouth_activity`, one value per keyframe) follows the original's loudness:
+(:mod:`lipdub.pipeline.faces.mouth_activity`, one value per keyframe) follows the original's
+loudness:
 
 - ``sync``: the Pearson correlation of the two, lightly smoothed, at the best of a few small lags
   (lips lead the sound they make by 0 to 200 ms);
@@ -14,7 +15,8 @@ and a stretch of the film, the evidence that this face speaks there is how well 
 - ``activity``: the median mouth motion (a still mouth, a photo, a listener who nods: near 0).
 
 These signals are weak on short pieces and on faces that move their lips while someone else is
-heard; the router (:mod:`pipeline.routing`) acts only on clear evidence and leaves the rest alone.
+heard; the router (:mod:`lipdub.pipeline.routing`) acts only on clear evidence and leaves the rest
+alone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .stems import ENVELOPE_RATE
+from lipdub.pipeline.stems import ENVELOPE_RATE
 
 LAGS = np.arange(0.0, 0.21, 0.04)  # seconds by which the sound may follow the lips
 NULL_SHIFTS = np.r_[-np.arange(60, 401, 17), np.arange(60, 401, 17)]  # 10 ms steps

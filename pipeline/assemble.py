@@ -2,7 +2,8 @@
 
 Unit results are opened when their first frame comes and dropped after their last, so memory
 holds only the units that overlap the current frame. When the source is intra-only and the
-output profile writes the same codec (:mod:`pipeline.passthrough`), untouched pictures are copied
+output profile writes the same codec (:mod:`lipdub.pipeline.media.passthrough`), untouched pictures
+are copied
 packet for packet and only the edited ones are decoded and encoded; otherwise every picture is
 decoded and encoded once.
 """
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stopping
-from .composite import paste_faces
-from .encode import AudioReport, VideoWriter
-from .film_scan import FilmScan
-from .frames import is_planar_yuv
-from .media import VideoInfo
-from .passthrough import check_passthrough, iter_packets_and_frames
-from .stream_copy import CannotCopy, copy_video_stream
+from lipdub.pipeline import stopping
+from lipdub.pipeline.composite import paste_faces
+from lipdub.pipeline.film_scan import FilmScan
+from lipdub.pipeline.media.decode import VideoInfo
+from lipdub.pipeline.media.encode import AudioReport, VideoWriter
+from lipdub.pipeline.media.frames import is_planar_yuv
+from lipdub.pipeline.media.passthrough import check_passthrough, iter_packets_and_frames
+from lipdub.pipeline.media.stream_copy import CannotCopy, copy_video_stream
 
 
 class _OpenUnit:
@@ -98,7 +99,7 @@ def assemble_film(info: VideoInfo, scan: FilmScan, units: list[tuple[int, int, U
             them all).
         output: the final file (written under a temporary name, renamed when complete).
         audio: the audio to mux (the dub mix), cut or padded to the picture.
-        codec: output profile name (see :data:`pipeline.profiles.PROFILES`).
+        codec: output profile name (see :data:`lipdub.pipeline.media.profiles.PROFILES`).
         timecode: start timecode written on the output (the source's).
         metadata: container metadata (provenance).
         passthrough: copy untouched packets when the source and output codecs allow it.

@@ -16,8 +16,8 @@ import av
 import librosa
 import numpy as np
 
-from .errors import AudioError, MediaError
-from .media import open_media
+from lipdub.pipeline.errors import AudioError, MediaError
+from lipdub.pipeline.media.decode import open_media
 
 SAMPLE_RATE = 16000
 N_FFT = 800

@@ -22,7 +22,7 @@ import av
 import cv2
 import numpy as np
 
-from .frames import is_planar_yuv, patch_frame, to_bgr_at_depth
+from lipdub.pipeline.media.frames import is_planar_yuv, patch_frame, to_bgr_at_depth
 
 # The mask covers the crop from MASK_TOP (a fraction of the box height, about the nose tip) down,
 # inset by MASK_INSET of the width at the sides and bottom, then feathered over FEATHER of the

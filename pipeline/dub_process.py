@@ -15,15 +15,15 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from .die_with_parent import die_with_parent
-from .errors import LipdubError
+from lipdub.pipeline.die_with_parent import die_with_parent
+from lipdub.pipeline.errors import LipdubError
 
 
 class DubInChildProcess:
-    """Decode ``audio`` and take its :func:`~pipeline.audio.dub_mel` in a forked process.
+    """Decode ``audio`` and take its :func:`~lipdub.pipeline.audio.dub_mel` in a forked process.
 
     Attributes:
-        future: resolves to the :class:`~pipeline.audio.DubMel`, or to the child's error
+        future: resolves to the :class:`~lipdub.pipeline.audio.DubMel`, or to the child's error
             (MediaError, AudioError...), or to a LipdubError when the child died.
 
     Use as a context manager: leaving it stops a child that is still working (an error or an
@@ -85,7 +85,7 @@ def _send_dub_mel(audio: Path, send, receive, parent: int) -> None:
     receive.close()
     die_with_parent(parent)
     try:
-        from .audio import dub_mel
+        from lipdub.pipeline.audio import dub_mel
 
         result = (True, dub_mel(audio))
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it

@@ -6,12 +6,12 @@ Prefect tasks let them propagate so that runs end in a failed state with the sam
 
 from __future__ import annotations
 
-from models.errors import UserError
+from lipdub.models.errors import UserError
 
 
 class LipdubError(UserError):
     """Base class for every error of the pipeline a user can act on (the weights' errors in
-    ``models.weights`` share its base, :class:`models.errors.UserError`)."""
+    ``lipdub.models.weights`` share its base, :class:`lipdub.models.errors.UserError`)."""
 
 
 class MediaError(LipdubError):

@@ -5,7 +5,7 @@ whose lips are in sync with the original dialogue is the one the dubbed line bel
 piece of speech with several faces on screen, each candidate face is cut out of every picture
 (the generator's crop: its track box with the job's pads), and the expert compares each 5-picture
 window of its lower half with the original audio's mel at that time and at shifted times (the
-offset search of :func:`pipeline.sync_metrics.sync_score`). A face's score is its confidence at
+offset search of :func:`lipdub.pipeline.lse_metric.sync_score`). A face's score is its confidence at
 zero offset: the median distance over the offsets minus the distance at offset 0, in the
 expert's own units. A speaker's lips match the audio best where it is, a listener's nowhere.
 
@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .film_scan import FilmScan, TrackInfo
-from .frames import to_bgr
-from .lipsync import crop_face, padded_box
-from .media import VideoInfo
-from .qc_sync import AudioSource, SyncModel, expert_features
-from .sync_metrics import VSHIFT, sync_score
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.generator import crop_face, padded_box
+from lipdub.pipeline.lse_metric import VSHIFT, sync_score
+from lipdub.pipeline.lse_segment import AudioSource, SyncModel, expert_features
+from lipdub.pipeline.media.decode import VideoInfo
+from lipdub.pipeline.media.frames import to_bgr
 
 # Seconds of picture around a piece that are scored too: a short line still gets enough
 # windows, and lips at rest before and after it belong to the evidence.
@@ -101,7 +101,8 @@ def _longest_run(times: list[float], step: float) -> list[int]:
 
 def expert_scorer(sync: SyncModel, info: VideoInfo, scan: FilmScan, audio: AudioSource,
                   pads: tuple[int, int, int, int]) -> Callable:
-    """``(candidates, start, end) -> {track_id: confidence}`` for :func:`pipeline.routing.route`."""
+    """``(candidates, start, end) -> {track_id: confidence}`` for
+    :func:`lipdub.pipeline.routing.route`."""
 
     def score(candidates: list[TrackInfo], start: int, end: int) -> dict[int, float | None]:
         return score_faces(sync, info, scan, candidates, start, end, audio, pads)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LipdubError
-from .face_track import (
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.faces.face_track import (
     FaceTrack,
     detection_size,
     group_faces,
@@ -22,13 +22,19 @@ from .face_track import (
     smooth_boxes,
     track_gap,
 )
-from .frames import to_bgr
-from .keyframes import KeyframeDetector
-from .media import Damage, VideoInfo
-from .motion_frames import MotionFrames
-from .mouth_activity import mouth_deformation, mouth_from_square
-from .shots import SHOT_DETECT_SIDE, Shot, ShotDetector, shots_from_cuts, shots_from_list
-from .work_cache import writing
+from lipdub.pipeline.faces.keyframes import KeyframeDetector
+from lipdub.pipeline.faces.motion_frames import MotionFrames
+from lipdub.pipeline.faces.mouth_activity import mouth_deformation, mouth_from_square
+from lipdub.pipeline.media.decode import Damage, VideoInfo
+from lipdub.pipeline.media.frames import to_bgr
+from lipdub.pipeline.shots import (
+    SHOT_DETECT_SIDE,
+    Shot,
+    ShotDetector,
+    shots_from_cuts,
+    shots_from_list,
+)
+from lipdub.pipeline.work_cache import writing
 
 # Bumped whenever what a saved track holds changes meaning (2: mouth motion by optical flow in
 # the smoothed box; 3: keyframes every 4th frame, refined, motion still every 2nd), so that a
@@ -42,7 +48,7 @@ MOTION_STEP = 2
 @dataclass
 class FilmScan:
     """Every frame's presentation time and the shots; the damage found on the way (when the
-    film's damage is accepted, see :func:`pipeline.media.iter_video_frames`)."""
+    film's damage is accepted, see :func:`lipdub.pipeline.media.decode.iter_video_frames`)."""
 
     times: np.ndarray
     shots: list[Shot]
@@ -101,7 +107,7 @@ class TrackInfo:
         boxes: (last - first + 1, 4) per-frame float boxes (NaN where the face is not seen).
         motion_frames: film frame indices of the keyframes with a mouth-motion value.
         motion: the mouth's own motion since the keyframe before
-            (:func:`pipeline.mouth_activity.mouth_deformation`).
+            (:func:`lipdub.pipeline.faces.mouth_activity.mouth_deformation`).
     """
 
     shot: int
@@ -127,9 +133,10 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
 
     The mouth's motion is measured on every ``MOTION_STEP``-th frame; faces are detected on
     every ``every``-th (a multiple of it) and wherever two such keyframes disagree
-    (:class:`~pipeline.keyframes.KeyframeDetector`, as ``lipdub sync`` detects); on the motion
+    (:class:`~lipdub.pipeline.faces.keyframes.KeyframeDetector`, as ``lipdub sync`` detects); on
+    the motion
     frames between, each face is followed from the keyframes by phase correlation
-    (:class:`~pipeline.motion_frames.MotionFrames`).
+    (:class:`~lipdub.pipeline.faces.motion_frames.MotionFrames`).
 
     Arguments:
         info, scan: the film and its scan.

@@ -1,8 +1,9 @@
-"""The film flow's stages as plain functions, shared by the in-process tasks (pipeline.flows)
-and the fan-out chunk flows that run them on other machines (pipeline.chunk_flows).
+"""The film flow's stages as plain functions, shared by the in-process tasks (lipdub.pipeline.flows)
+and the fan-out chunk flows that run them on other machines (lipdub.pipeline.farm.chunk_flows).
 
 Each stage reads and writes the film's work folder under names that hold everything the result
-depends on (pipeline.work_cache), so whichever process computes a piece, every other one finds
+depends on (lipdub.pipeline.work_cache), so whichever process computes a piece, every other one
+finds
 it there and nothing is computed twice.
 """
 
@@ -18,15 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LipdubError, MediaError
-from .film_scan import TRACKS_VERSION, FilmScan, TrackInfo, load_tracks, save_tracks, scan_film
-from .job import JobSpec
-from .media import Damage, VideoInfo
-from .segment_sync import SyncUnit, lipsync_unit, unit_boxes, unit_key
-from .shots import shots_from_cuts
-from .stem_mel import stem_mel
-from .stems import StemAnalysis
-from .work_cache import cache_key, file_sha256, writing
+from lipdub.pipeline.errors import LipdubError, MediaError
+from lipdub.pipeline.film_scan import (
+    TRACKS_VERSION,
+    FilmScan,
+    TrackInfo,
+    load_tracks,
+    save_tracks,
+    scan_film,
+)
+from lipdub.pipeline.film_units import SyncUnit, lipsync_unit, unit_boxes, unit_key
+from lipdub.pipeline.job import JobSpec
+from lipdub.pipeline.media.decode import Damage, VideoInfo
+from lipdub.pipeline.shots import shots_from_cuts
+from lipdub.pipeline.stem_mel import stem_mel
+from lipdub.pipeline.stems import StemAnalysis
+from lipdub.pipeline.work_cache import cache_key, file_sha256, writing
 
 SCAN_VERSION = 1  # of what a cached scan holds
 
@@ -43,7 +51,7 @@ def _cached_model(kind: str, key: tuple, build):
 
 
 def detector(job: JobSpec):
-    from .detector import load_face_detector
+    from lipdub.pipeline.faces.detector import load_face_detector
 
     return _cached_model("detector", (job.checkpoints.detector, job.settings.device),
                          lambda: load_face_detector(job.checkpoints.detector,
@@ -51,7 +59,7 @@ def detector(job: JobSpec):
 
 
 def generator(job: JobSpec):
-    from .lipsync import LipSyncModel
+    from lipdub.pipeline.generator import LipSyncModel
 
     s = job.settings
     return _cached_model("generator", (job.checkpoints.generator, s.device, s.precision),
@@ -123,7 +131,7 @@ def shared_scan(job: JobSpec, work: Path) -> FilmScan:
 
 def detector_identity(job: JobSpec) -> str:
     """The sha256 of the job's face detector (what names its tracks)."""
-    from .detector import resolve_detector
+    from lipdub.pipeline.faces.detector import resolve_detector
 
     return file_sha256(resolve_detector(job.checkpoints.detector)[0])
 
@@ -144,7 +152,7 @@ def tracks_path(job: JobSpec, scan: FilmScan, shot_index: int, work: Path,
 def shot_tracks(job: JobSpec, info: VideoInfo, scan: FilmScan, shot_index: int, work: Path,
                 detector_sha: str) -> tuple[list[TrackInfo], bool]:
     """A shot's face tracks, and whether they were computed now (False: found in the folder)."""
-    from .film_scan import track_shot
+    from lipdub.pipeline.film_scan import track_shot
 
     s = job.settings
     cached = tracks_path(job, scan, shot_index, work, detector_sha)
@@ -174,7 +182,7 @@ def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
     """Lip-sync one unit, or find it done: ``{"unit", "path", "cached"}``.
 
     ``card_turn``: gives the unit's turn on the card when units run in threads
-    (:meth:`pipeline.turns.Turns.turn`); the turn is over when this returns or fails, and is
+    (:meth:`lipdub.pipeline.turns.Turns.turn`); the turn is over when this returns or fails, and is
     given up when the unit is found done.
     """
     with card_turn() if card_turn else contextlib.nullcontext(None) as wait_for_card:
@@ -189,6 +197,6 @@ def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
 
 
 def generator_sha(job: JobSpec) -> str:
-    from .weights_registry import resolve_weights_file
+    from lipdub.pipeline.weights_registry import resolve_weights_file
 
     return file_sha256(resolve_weights_file(job.checkpoints.generator))

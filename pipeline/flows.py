@@ -4,7 +4,8 @@ probe -> shots -> face tracks per shot -> stem analysis -> routing -> lip-sync u
 in the work folder by content) -> assembly (in the output profile, source timecode and provenance
 tags carried) -> OTIO timeline -> QC report -> run summary and Prefect artifacts. Tracking and
 lip sync run in this process's task threads, or fan out over the farm's chunk workers
-(pipeline.fan_out). The tasks are thin wrappers over plain stage functions (pipeline.film_stages).
+(lipdub.pipeline.farm.fan_out). The tasks are thin wrappers over plain stage functions
+(lipdub.pipeline.film_stages).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from prefect.futures import as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from . import stopping
-from .assemble import assemble_film
-from .errors import LipdubError
-from .fan_out import (
+from lipdub.pipeline import stopping
+from lipdub.pipeline.assemble import assemble_film
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.farm.fan_out import (
     Chunk,
     Farm,
     chunk_count,
@@ -45,8 +46,8 @@ from .fan_out import (
     make_waves,
     run_chunks,
 )
-from .film_scan import FilmScan, TrackInfo, load_tracks
-from .film_stages import (
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo, load_tracks
+from lipdub.pipeline.film_stages import (
     code_version,
     detector_identity,
     film_shots,
@@ -57,15 +58,17 @@ from .film_stages import (
     unit_path,
     unit_result,
 )
-from .job import JobSpec, check_job_inputs, parse_job
-from .media import VideoInfo, probe_video
-from .partial_files import remove_stale_partials
-from .provenance import provenance_metadata
-from .qc_verdict import QCFlagged, flagged_rows, verdict_line, verdict_name
-from .roots import require_within_roots, roots_from_env
-from .routing import Decision, FilmRouting, route_film
-from .run_progress import RunProgress
-from .run_tables import (
+from lipdub.pipeline.film_units import SyncUnit, film_fingerprint, units_from_decisions
+from lipdub.pipeline.job import JobSpec, check_job_inputs, parse_job
+from lipdub.pipeline.media.decode import VideoInfo, probe_video
+from lipdub.pipeline.media.provenance import provenance_metadata
+from lipdub.pipeline.media.timecode import FrameClock, read_timecode
+from lipdub.pipeline.partial_files import remove_stale_partials
+from lipdub.pipeline.qc.verdict import QCFlagged, flagged_rows, verdict_line, verdict_name
+from lipdub.pipeline.roots import require_within_roots, roots_from_env
+from lipdub.pipeline.routing import Decision, FilmRouting, route_film
+from lipdub.pipeline.run_progress import RunProgress
+from lipdub.pipeline.run_tables import (
     FRAMES_NOTE,
     describe_faces,
     routing_rows,
@@ -73,13 +76,11 @@ from .run_tables import (
     shot_rows,
     track_rows,
 )
-from .segment_sync import SyncUnit, film_fingerprint, units_from_decisions
-from .stem_mel import stem_mel
-from .stems import StemAnalysis, mix_stems, stem_analysis
-from .stopping import workers_stop_with_me
-from .timecode import FrameClock, read_timecode
-from .turns import Turns
-from .work_cache import cache_key, file_sha256, writing
+from lipdub.pipeline.stem_mel import stem_mel
+from lipdub.pipeline.stems import StemAnalysis, mix_stems, stem_analysis
+from lipdub.pipeline.stopping import workers_stop_with_me
+from lipdub.pipeline.turns import Turns
+from lipdub.pipeline.work_cache import cache_key, file_sha256, writing
 
 __all__ = ["dub_film", "scan_task", "tracks_path"]
 
@@ -143,7 +144,7 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
             header: dict) -> dict:
     import numpy as np
 
-    from .qc import QCSegment, run_qc
+    from lipdub.pipeline.qc.checks import QCSegment, run_qc
 
     segments = []
     for unit, result in units:
@@ -270,7 +271,7 @@ def _dub_film(job: dict | str) -> dict:
                                  describe_faces(t for ts in tracks.values() for t in ts))
     qc = None
     if spec.output.qc:
-        from .routing_report import routing_by_shot
+        from lipdub.pipeline.routing_report import routing_by_shot
 
         segments = [seg for st in stems.values() for seg in st.segments]
         qc = qc_task(spec, scan, results, audio, {
@@ -346,7 +347,7 @@ def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncU
                unit_file: Callable[[int, str], None]) -> dict[int, dict]:
     """Lip-sync the units in this process's task threads.
 
-    Units take the generator one at a time, whole, in film order (pipeline.turns): at most
+    Units take the generator one at a time, whole, in film order (lipdub.pipeline.turns): at most
     two are started at once, the second decoding its first frames while the first has the
     generator; ``unit_file`` hears of each unit's file as it is done (the assembly runs beside
     them, so compositing and encoding overlap the generator as in ``lipdub sync``).
@@ -384,7 +385,8 @@ def _tracks_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, det
 
 
 class _FanOut:
-    """Tracking and lip sync as chunk runs on the farm's workers (pipeline.fan_out); what is
+    """Tracking and lip sync as chunk runs on the farm's workers (lipdub.pipeline.farm.fan_out);
+    what is
     in the work folder already is never chunked."""
 
     def __init__(self, spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, film_id: str,
@@ -518,7 +520,7 @@ def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> tuple[Path, dict]:
 def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, start_tc,
                      tags: dict, faces: dict[tuple[int, int], str]) -> Path:
     """The OTIO timeline of the delivered file (shots on V1, dubbed segments above)."""
-    from .otio_export import Span, build_timeline, write_timeline
+    from lipdub.pipeline.media.otio_export import Span, build_timeline, write_timeline
 
     out = spec.output.path
     shots = [Span(f"shot {s.index}", s.start, s.end, {"shot": s.index}) for s in scan.shots]
@@ -534,7 +536,7 @@ def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, st
 
 def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision],
                     clock: FrameClock) -> None:
-    """The run's tables in the Prefect UI (pipeline.run_tables: one vocabulary)."""
+    """The run's tables in the Prefect UI (lipdub.pipeline.run_tables: one vocabulary)."""
     faces = [t for ts in tracks.values() for t in ts]
     create_table_artifact(shot_rows(scan, clock), key="lipdub-shots",
                           description=f"shots ({FRAMES_NOTE})")

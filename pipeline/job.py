@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import LipdubError
+from lipdub.pipeline.errors import LipdubError
 
 
 class JobSpecError(LipdubError):
@@ -64,7 +64,8 @@ class Override(_Strict):
 
 class OutputSpec(_Strict):
     path: Path
-    codec: str | None = Field(default=None, description="output profile (pipeline.profiles)")
+    codec: str | None = Field(default=None,
+                              description="output profile (lipdub.pipeline.media.profiles)")
     overwrite: bool = False
     audio: Path | None = Field(default=None, description="dub mix to mux (default: stems mixed)")
     qc: bool = Field(default=True, description="write the QC report beside the output")
@@ -75,7 +76,7 @@ class OutputSpec(_Strict):
     @field_validator("codec")
     @classmethod
     def _profile(cls, codec: str | None) -> str | None:
-        from .profiles import PROFILES
+        from lipdub.pipeline.media.profiles import PROFILES
 
         if codec is not None and codec not in PROFILES:
             raise ValueError(f"unknown output codec {codec!r}; choose one of {', '.join(PROFILES)}")
@@ -115,7 +116,7 @@ class Settings(_Strict):
     route_min_z: float = Field(
         default=2.0, gt=0,
         description="least evidence that a face speaks in the original audio (a z-score of its "
-        "mouth motion against the original's loudness, see pipeline.routing) to sync it")
+        "mouth motion against the original's loudness, see lipdub.pipeline.routing) to sync it")
     route_margin_z: float = Field(
         default=1.5, ge=0,
         description="among several faces: how far the chosen face must lead the next (z)")
@@ -241,7 +242,7 @@ def picture_duration(path: Path) -> float:
     """
     import av
 
-    from .media import open_media
+    from lipdub.pipeline.media.decode import open_media
 
     with open_media(path) as container:
         video = container.streams.video[0]
@@ -257,7 +258,7 @@ def picture_duration(path: Path) -> float:
 
 def _profile_problems(job: JobSpec, info) -> list[str]:
     """The output codec against the output's container and the film's bit depth."""
-    from .profiles import ProfileError, resolve_profile
+    from lipdub.pipeline.media.profiles import ProfileError, resolve_profile
 
     try:
         profile = resolve_profile(job.output.codec, job.output.path.suffix)
@@ -277,10 +278,10 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
     Raises:
         JobSpecError: listing every problem found.
     """
-    from .detector import resolve_detector
-    from .media import probe_video
-    from .stems import audio_duration
-    from .weights_registry import resolve_weights_file
+    from lipdub.pipeline.faces.detector import resolve_detector
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.pipeline.stems import audio_duration
+    from lipdub.pipeline.weights_registry import resolve_weights_file
 
     problems: list[str] = []
     film_seconds = 0.0

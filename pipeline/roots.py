@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .job import JobSpec, JobSpecError
+from lipdub.pipeline.job import JobSpec, JobSpecError
 
 ROOTS_VARIABLE = "LIPDUB_ROOTS"
 

@@ -7,10 +7,12 @@ Segments are split at cuts into pieces; a character's pieces in one shot are dec
 
 1. overrides from the job (a face, or ``off_screen``);
 2. no face on screen for most of the pieces: off-screen speech, the picture is left alone;
-3. with an expert SyncNet checkpoint, each piece is judged by it (:mod:`pipeline.expert_routing`):
+3. with an expert SyncNet checkpoint, each piece is judged by it
+(:mod:`lipdub.pipeline.expert_routing`):
    among several faces the one it ranks first by ``expert_margin``, a lone face when its
    confidence reaches ``expert_lone_min``;
-4. otherwise, without weights (:mod:`pipeline.active_speaker`): each face's mouth motion against
+4. otherwise, without weights (:mod:`lipdub.pipeline.active_speaker`): each face's mouth motion
+against
    the original audio's loudness, as a z-score against the same face with the audio shifted.
    Several faces: the best, if its z reaches ``route_min_z`` and beats the next face by
    ``route_margin_z``. A lone face: synced only when its z reaches ``route_min_z`` (it speaks in
@@ -30,10 +32,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .active_speaker import FaceEvidence, OriginalSpeech, face_evidence
-from .film_scan import FilmScan, TrackInfo
-from .job import Override
-from .stems import ENVELOPE_RATE, SpeechSegment
+from lipdub.pipeline.active_speaker import FaceEvidence, OriginalSpeech, face_evidence
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.job import Override
+from lipdub.pipeline.stems import ENVELOPE_RATE, SpeechSegment
 
 MIN_PIECE_FRAMES = 4
 CONTEXT_SECONDS = 0.5  # picture either side of a piece that is judged with it (lips at rest)
@@ -285,13 +287,13 @@ def original_speech(info, work, dialogue=None, film_id: str | None = None):
 
     ``dialogue``: a clean original-dialogue stem (aligned to the first picture), preferred over
     the film's own mix when given. ``film_id``: the film's fingerprint when the caller has
-    it (:func:`pipeline.segment_sync.film_fingerprint`). Returns (None, None) for a film
+    it (:func:`lipdub.pipeline.film_units.film_fingerprint`). Returns (None, None) for a film
     without audio.
     """
-    from .errors import AudioError
-    from .media import audio_lead
-    from .segment_sync import film_fingerprint
-    from .stems import stem_analysis
+    from lipdub.pipeline.errors import AudioError
+    from lipdub.pipeline.film_units import film_fingerprint
+    from lipdub.pipeline.media.decode import audio_lead
+    from lipdub.pipeline.stems import stem_analysis
 
     source, lead = (dialogue, 0.0) if dialogue else (info.path, audio_lead(info.path))
     try:  # a master is not hashed whole: the film's fingerprint names its audio
@@ -327,8 +329,8 @@ def route_film(info, scan: FilmScan, tracks: dict[int, list[TrackInfo]], stems: 
                     "original_dialogue in the job)")
     expert = None
     if expert_checkpoint and decoded is not None:
-        from .expert_routing import expert_scorer
-        from .qc_sync import AudioSource, load_sync_model
+        from lipdub.pipeline.expert_routing import expert_scorer
+        from lipdub.pipeline.lse_segment import AudioSource, load_sync_model
 
         original, lead = decoded
         audio = AudioSource.from_samples(original.samples(), "expert", lead)

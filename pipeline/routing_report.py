@@ -11,9 +11,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .film_scan import FilmScan, TrackInfo
-from .routing import Decision
-from .stems import SpeechSegment
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.routing import Decision
+from lipdub.pipeline.stems import SpeechSegment
 
 
 def _spans(mask: np.ndarray, offset: int) -> list[list[int]]:

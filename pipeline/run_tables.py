@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .film_scan import FilmScan, TrackInfo
-from .routing import Decision
-from .stems import StemAnalysis
-from .timecode import FrameClock
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.media.timecode import FrameClock
+from lipdub.pipeline.routing import Decision
+from lipdub.pipeline.stems import StemAnalysis
 
 FRAMES_NOTE = "frames: [first, end), the end frame not shown; timecode out: the last frame shown"
 

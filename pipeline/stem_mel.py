@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .die_with_parent import die_with_parent
-from .errors import LipdubError
-from .work_cache import writing
+from lipdub.pipeline.die_with_parent import die_with_parent
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.work_cache import writing
 
 MEL_VERSION = 1  # of what a kept stem mel holds (part of its file name)
 BLOCK_COLUMNS = 6000  # 60 s of mel columns per block (about 70 MB of STFT at a time)
@@ -48,7 +48,7 @@ def stem_mel(samples_path: Path) -> np.ndarray:
 def mel_between(samples: np.ndarray, first: int, last: int) -> np.ndarray:
     """Columns ``[first, last)`` of the mel of all of ``samples``, computed from the samples
     they depend on only (columns past the samples' end are silence)."""
-    from .audio import HOP_SIZE, mel_columns, melspectrogram, with_silence
+    from lipdub.pipeline.audio import HOP_SIZE, mel_columns, melspectrogram, with_silence
 
     lo_col = max(0, first - MARGIN_COLUMNS)
     hi_col = last + MARGIN_COLUMNS
@@ -65,7 +65,7 @@ def mel_between(samples: np.ndarray, first: int, last: int) -> np.ndarray:
 
 def write_stem_mel(samples_path: Path, out: Path, block: int = BLOCK_COLUMNS) -> None:
     """Compute the whole mel of the stem at ``samples_path`` into ``out`` (.npy, atomically)."""
-    from .audio import mel_columns
+    from lipdub.pipeline.audio import mel_columns
 
     samples = np.memmap(samples_path, dtype=np.float32, mode="r")
     columns = mel_columns(len(samples))
@@ -80,7 +80,7 @@ def write_stem_mel(samples_path: Path, out: Path, block: int = BLOCK_COLUMNS) ->
 
 def _compute_in_child(samples_path: Path, out: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.stem_mel", str(samples_path), str(out)],
+        [sys.executable, "-m", "lipdub.pipeline.stem_mel", str(samples_path), str(out)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         preexec_fn=partial(die_with_parent, os.getpid()))
     if done.returncode or not out.exists():
@@ -88,5 +88,5 @@ def _compute_in_child(samples_path: Path, out: Path) -> None:
         raise LipdubError(f"the mel spectrogram of {samples_path} could not be computed: {tail}")
 
 
-if __name__ == "__main__":  # the child: python -m pipeline.stem_mel SAMPLES OUT
+if __name__ == "__main__":  # the child: python -m lipdub.pipeline.stem_mel SAMPLES OUT
     write_stem_mel(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -16,9 +16,9 @@ import av
 import numpy as np
 import soxr
 
-from .errors import AudioError, MediaError
-from .media import open_media
-from .work_cache import cache_key, file_sha256, writing
+from lipdub.pipeline.errors import AudioError, MediaError
+from lipdub.pipeline.media.decode import open_media
+from lipdub.pipeline.work_cache import cache_key, file_sha256, writing
 
 ENVELOPE_RATE = 100  # envelope values per second (10 ms hop)
 

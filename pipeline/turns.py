@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from . import stopping
+from lipdub.pipeline import stopping
 
 
 class Turns:

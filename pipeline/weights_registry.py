@@ -5,7 +5,8 @@ never inside the installed package. A download is written under a temporary name
 folder and renamed only after its size, sha256 and format check out, so an interrupted or bad
 download never sits under the final name.
 
-torch is imported lazily (through ``models.weights``) by the functions that read weights, so that
+torch is imported lazily (through ``lipdub.models.weights``) by the functions that read weights, so
+that
 listing the registry stays fast.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import RegistryError
+from lipdub.pipeline.errors import RegistryError
 
 __all__ = [
     "VerifyResult",
@@ -105,7 +106,7 @@ _KNOWN = set(WeightsEntry.__dataclass_fields__) - {"name"}
 @lru_cache(maxsize=1)
 def _entries() -> dict[str, WeightsEntry]:
     # importlib.resources finds the YAML in a source checkout and in an installed wheel alike.
-    source = resources.files("configs").joinpath("weights.yaml")
+    source = resources.files("lipdub.configs").joinpath("weights.yaml")
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     raw = data.get("entries")
     if not isinstance(raw, dict) or not raw:
@@ -207,8 +208,8 @@ def download(
     Raises:
         RegistryError: unknown name, no direct URL, network failure, or the server sent an HTML
             page or a file of the wrong size.
-        models.weights.WeightsChecksumError: the downloaded file has another sha256.
-        models.weights.WeightsFormatError: the downloaded file is not a weights file.
+        lipdub.models.weights.WeightsChecksumError: the downloaded file has another sha256.
+        lipdub.models.weights.WeightsFormatError: the downloaded file is not a weights file.
     """
     entry = name if isinstance(name, WeightsEntry) else get_entry(name)
     folder = Path(dest_dir).expanduser() if dest_dir is not None else cache_dir()
@@ -247,7 +248,7 @@ class _NetworkError(Exception):
 
 
 def _existing_is_good(entry: WeightsEntry, path: Path) -> bool:
-    from models.weights import WeightsError, sha256_file, sniff_format
+    from lipdub.models.weights import WeightsError, sha256_file, sniff_format
 
     if entry.size is not None and path.stat().st_size != entry.size:
         return False
@@ -287,7 +288,7 @@ def _fetch_verified(entry: WeightsEntry, url: str, final: Path, progress: bool) 
 def _stream(url: str, out, entry: WeightsEntry, progress: bool) -> tuple[str, int]:
     from tqdm import tqdm
 
-    from models.weights import looks_like_html
+    from lipdub.models.weights import looks_like_html
 
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
@@ -334,7 +335,7 @@ def _html_message(entry: WeightsEntry, url: str) -> str:
 
 
 def _check_download(entry: WeightsEntry, url: str, tmp: Path, digest: str, size: int) -> None:
-    from models.weights import WeightsChecksumError, sniff_format
+    from lipdub.models.weights import WeightsChecksumError, sniff_format
 
     if entry.size is not None and size != entry.size:
         raise RegistryError(
@@ -369,9 +370,9 @@ def verify(path: str | os.PathLike, name: str | None = None) -> VerifyResult:
 
     Raises:
         RegistryError: ``name`` is not a registry entry.
-        models.weights.WeightsError: the file is missing or is not a readable weights file.
+        lipdub.models.weights.WeightsError: the file is missing or is not a readable weights file.
     """
-    from models.weights import detect_family, read_state_dict, sha256_file, sniff_format
+    from lipdub.models.weights import detect_family, read_state_dict, sha256_file, sniff_format
 
     path = Path(path)
     entry = get_entry(name) if name is not None else None
@@ -415,7 +416,7 @@ def _match(
 def _problems(
     entry: WeightsEntry, size: int, digest: str, fmt: str, family: str | None
 ) -> list[str]:
-    from models.weights import FAMILIES
+    from lipdub.models.weights import FAMILIES
 
     problems = []
     if entry.sha256 is not None and digest != entry.sha256:
@@ -432,7 +433,7 @@ def _problems(
 
 def bundled_file(entry: WeightsEntry) -> Path:
     """The copy of ``entry`` that ships inside the package (``bundled`` in the registry)."""
-    path = Path(str(resources.files("configs").joinpath(entry.bundled)))
+    path = Path(str(resources.files("lipdub.configs").joinpath(entry.bundled)))
     if not path.is_file():
         raise RegistryError(f"{entry.name}: the bundled copy {path} is missing; reinstall lipdub "
                             f"or run `lipdub weights download {entry.name}`")

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .partial_files import partial_name
+from lipdub.pipeline.partial_files import partial_name
 
 KEY_LENGTH = 20  # hex digits of sha256 in a name: collisions are out of reach
 
@@ -33,7 +33,7 @@ _file_hashes: dict[tuple[str, int, int], str] = {}
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file's content (remembered per path, size and modification time)."""
-    from models.weights import sha256_file
+    from lipdub.models.weights import sha256_file
 
     path = Path(path).resolve()
     stat = path.stat()
@@ -47,7 +47,7 @@ def file_sha256(path: Path) -> str:
 def writing(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside ``path``; on success it is renamed to ``path``.
 
-    The temporary name (:func:`pipeline.partial_files.partial_name`) keeps ``path``'s suffix
+    The temporary name (:func:`lipdub.pipeline.partial_files.partial_name`) keeps ``path``'s suffix
     (``np.savez`` adds ``.npz`` otherwise) and is hidden; on an error it is removed.
     """
     path = Path(path)

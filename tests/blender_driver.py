@@ -129,7 +129,7 @@ def main(args: argparse.Namespace, out: dict) -> None:
     import lipdub_blender
     from lipdub_blender import ops, state, ui
 
-    out["core_module"] = state.core.__name__  # the vendored copy, not plugin.core
+    out["core_module"] = state.core.__name__  # the vendored copy, not lipdub.plugin.core
     out["plugin_imported"] = any(m == "plugin" or m.startswith("plugin.") for m in sys.modules)
     out["registered"] = {name: hasattr(bpy.types, name) for name in
                          ("DUB_OT_dub_strip", "DUB_OT_cancel", "LIPDUB_PT_panel")}

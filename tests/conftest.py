@@ -126,9 +126,9 @@ def synthetic_expert(media_dir: Path, tmp_path_factory) -> Path:
         return Path(given)
     import torch
 
-    from training.args import ExpertArgs, load_args
-    from training.synthetic import SyntheticOptions, build_synthetic_dataset
-    from training.train_expert import main
+    from lipdub.training.args import ExpertArgs, load_args
+    from lipdub.training.synthetic import SyntheticOptions, build_synthetic_dataset
+    from lipdub.training.train_expert import main
 
     root = tmp_path_factory.mktemp("synthetic_expert")
     build_synthetic_dataset(root / "data", SyntheticOptions(

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.temporary_server import (  # noqa: F401 - the tests' too
+from lipdub.pipeline.farm.temporary_server import (  # noqa: F401 - the tests' too
     drain_prefect_senders,
     free_port,
     healthy,
@@ -158,7 +158,7 @@ class Farm:
         """``lipdub serve --pool <pool> ARGS`` as ``name``; waits until its log shows
         ``ready`` (e.g. a worker's name) when given."""
         env = prefect_env(self.folder / f"{name}_home", self.api_url, self.auth)
-        proc = self._spawn(name, [sys.executable, "-m", "pipeline.cli", "serve", "--pool",
+        proc = self._spawn(name, [sys.executable, "-m", "lipdub.cli", "serve", "--pool",
                                   self.pool, *args], env)
         if ready:
             self._wait(lambda: ready in self.log(name), name, timeout)
@@ -166,7 +166,7 @@ class Farm:
 
     def wait_for_workers(self, names: list[str], timeout: float = 180.0) -> None:
         """Until every named worker is ONLINE on the pool."""
-        from plugin.core import PrefectClient
+        from lipdub.plugin.core import PrefectClient
 
         client = PrefectClient(self.api_url, api_key=self.auth, timeout=5)
 

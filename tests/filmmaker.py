@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.audio import read_audio
+from lipdub.pipeline.audio import read_audio
 
 AUDIO_RATE = 48000
 

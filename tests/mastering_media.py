@@ -9,9 +9,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.film_scan import FilmScan
-from pipeline.media import probe_video
-from pipeline.shots import shots_from_cuts
+from lipdub.pipeline.film_scan import FilmScan
+from lipdub.pipeline.media.decode import probe_video
+from lipdub.pipeline.shots import shots_from_cuts
 
 TALKING_HEAD = "talkinghead_woman_flag__vretalk_face3.mp4"
 BOX = (100, 110, 220, 250)  # x0, y0, x1, y1: the lower face of the talking head at 320x320

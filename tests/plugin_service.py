@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filmmaker import make_film, write_stem
 
-from plugin.core import DeploymentNotFound, PrefectClient
+from lipdub.plugin.core import DeploymentNotFound, PrefectClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLAG_CLIP = "talkinghead_woman_flag__vretalk_face3.mp4"
@@ -66,7 +66,7 @@ def lipdub_service(api_url: str, folder: Path, timeout: float = 120.0) -> Lipdub
     log = folder / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--pool", pool, "--name", "lipdub"],
+            [sys.executable, "-m", "lipdub.cli", "serve", "--pool", pool, "--name", "lipdub"],
             env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     service = LipdubService(api_url, pool, "dub_film/lipdub", proc, log)

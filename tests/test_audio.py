@@ -10,7 +10,7 @@ import librosa
 import numpy as np
 import pytest
 
-from pipeline.audio import (
+from lipdub.pipeline.audio import (
     SILENT_MEL,
     dub_mel,
     indiv_mel_start,
@@ -24,7 +24,7 @@ from pipeline.audio import (
     sync_mel_start,
     training_frames,
 )
-from pipeline.errors import AudioError, MediaError
+from lipdub.pipeline.errors import AudioError, MediaError
 
 LJ_WAV = "audio/en_ljspeech_LJ001-0001__coqui.wav"
 
@@ -186,8 +186,8 @@ def test_dub_mel_is_the_references_then_silence(media_dir):
 def test_a_stem_mel_kept_in_blocks_is_the_whole_stems_mel(media_dir, tmp_path):
     """The film path's stem mel (computed block by block in a child process, then memory-mapped)
     equals the mel of the whole stem taken at once, the reference's, to float rounding."""
-    from pipeline.stem_mel import stem_mel, stem_mel_path, write_stem_mel
-    from pipeline.stems import analyse_stem
+    from lipdub.pipeline.stem_mel import stem_mel, stem_mel_path, write_stem_mel
+    from lipdub.pipeline.stems import analyse_stem
 
     stem = analyse_stem("anna", media_dir / "audio" / "en_ljspeech_LJ001-0001__coqui.wav",
                         tmp_path)

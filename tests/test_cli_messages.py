@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from filmmaker import write_stem
 
-from pipeline.cli import main
+from lipdub.cli.main import main
 
 FLAG = "talkinghead_woman_flag__vretalk_face3.mp4"
 

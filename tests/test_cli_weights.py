@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import weights_registry as R
-from pipeline.cli import main
-from pipeline.errors import RegistryError
+from lipdub.cli.main import main
+from lipdub.pipeline import weights_registry as R
+from lipdub.pipeline.errors import RegistryError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def _no_debug(monkeypatch, tmp_path):
 def test_help_is_fast_and_does_not_import_torch():
     code = (
         "import sys\n"
-        "from pipeline.cli import main\n"
+        "from lipdub.cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
         "try:\n    main(['weights', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
         "assert 'torch' not in sys.modules, 'torch imported by --help'\n"

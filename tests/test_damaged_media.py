@@ -16,8 +16,8 @@ from pathlib import Path
 import av
 import pytest
 
-from pipeline.errors import MediaError
-from pipeline.media import Damage, iter_video_frames, probe_video
+from lipdub.pipeline.errors import MediaError
+from lipdub.pipeline.media.decode import Damage, iter_video_frames, probe_video
 
 FLAG = "talkinghead_woman_flag__vretalk_face3.mp4"
 
@@ -94,8 +94,8 @@ def test_a_file_cut_short_is_refused_naming_the_last_good_frame(indexed_first, s
 
 def test_film_scan_and_lipdub_sync_refuse_it(indexed_first, media_dir, synthetic_generator,
                                              tmp_path, capsys):
-    from pipeline.cli import main
-    from pipeline.film_scan import scan_film
+    from lipdub.cli.main import main
+    from lipdub.pipeline.film_scan import scan_film
 
     damaged = cut(indexed_first, 0.5, tmp_path)
     with pytest.raises(MediaError, match="damaged"):
@@ -187,8 +187,8 @@ def test_a_scan_kept_by_a_run_that_accepted_damage_is_refused_to_a_run_that_does
         media_dir, tmp_path):
     from dataclasses import replace
 
-    from pipeline.film_stages import film_shots
-    from pipeline.job import parse_job
+    from lipdub.pipeline.film_stages import film_shots
+    from lipdub.pipeline.job import parse_job
 
     damaged = tmp_path / "flipped.mp4"
     remux(media_dir / "video" / FLAG, damaged, flip=range(62, 65))
@@ -212,7 +212,7 @@ def test_lipdub_sync_with_accepted_damage_says_each_place_and_keeps_it_in_the_su
         media_dir, synthetic_generator, tmp_path, capsys):
     import json
 
-    from pipeline.cli import main
+    from lipdub.cli.main import main
 
     damaged = tmp_path / "flipped.mp4"
     remux(media_dir / "video" / FLAG, damaged, flip=range(62, 65))
@@ -235,7 +235,7 @@ def test_a_film_with_accepted_damage_is_dubbed_whole_with_the_damage_in_summary_
     from filmmaker import write_stem
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.flows import dub_film
+    from lipdub.pipeline.flows import dub_film
 
     damaged = tmp_path / "flipped.mp4"
     remux(media_dir / "video" / FLAG, damaged, flip=range(62, 65))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio import frame_mel_starts, mel_columns
+from lipdub.pipeline.audio import frame_mel_starts, mel_columns
 
 FLAG = "talkinghead_woman_flag__vretalk_face3.mp4"
 SPEECH = "speech_44k_stereo__vretalk_audio1.wav"
@@ -111,8 +111,8 @@ def _compare(reference, mels, faces, outputs):
 
 def test_lipdub_sync_feeds_the_generator_what_the_reference_did(
         reference, seed1_generator, media_dir, tmp_path, one_torch_thread):
-    from pipeline.lipsync import LipSyncModel
-    from pipeline.sync_clip import SyncOptions, sync_clip
+    from lipdub.pipeline.clip_sync import SyncOptions, sync_clip
+    from lipdub.pipeline.generator import LipSyncModel
 
     y1, y2, x1, x2 = (int(v) for v in reference["box_y1_y2_x1_x2"])
     model = LipSyncModel(seed1_generator, device="cpu", precision="fp32")
@@ -126,13 +126,13 @@ def test_lipdub_sync_feeds_the_generator_what_the_reference_did(
 
 def test_the_film_unit_renderer_feeds_the_generator_the_same(
         reference, seed1_generator, media_dir, tmp_path, one_torch_thread):
-    from pipeline.audio import read_audio
-    from pipeline.film_scan import scan_film
-    from pipeline.lipsync import LipSyncModel
-    from pipeline.media import probe_video
-    from pipeline.segment_sync import SyncUnit, lipsync_unit
-    from pipeline.stem_mel import stem_mel
-    from pipeline.stems import analyse_stem
+    from lipdub.pipeline.audio import read_audio
+    from lipdub.pipeline.film_scan import scan_film
+    from lipdub.pipeline.film_units import SyncUnit, lipsync_unit
+    from lipdub.pipeline.generator import LipSyncModel
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.pipeline.stem_mel import stem_mel
+    from lipdub.pipeline.stems import analyse_stem
 
     info = probe_video(media_dir / "video" / FLAG)  # the clip as a one-shot film
     scan = scan_film(info, cut_times=[])

@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.active_speaker import OriginalSpeech
-from pipeline.audio import SAMPLE_RATE
-from pipeline.film_scan import FilmScan, TrackInfo
-from pipeline.job import FaceChoice, Override
-from pipeline.routing import RoutingRules, route
-from pipeline.shots import Shot
-from pipeline.stems import ENVELOPE_RATE, SpeechSegment
+from lipdub.pipeline.active_speaker import OriginalSpeech
+from lipdub.pipeline.audio import SAMPLE_RATE
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.job import FaceChoice, Override
+from lipdub.pipeline.routing import RoutingRules, route
+from lipdub.pipeline.shots import Shot
+from lipdub.pipeline.stems import ENVELOPE_RATE, SpeechSegment
 
 FPS = 25
 N = 150  # frames (6 s)
@@ -102,12 +102,12 @@ def test_a_lone_face_asks_the_expert_overrides_do_not():
 
 def test_split_screen_faces_are_scored_against_the_films_audio(
         media_dir, detector_weights, expert_weights, tmp_path):
-    from pipeline.detector import load_face_detector
-    from pipeline.expert_routing import expert_scorer
-    from pipeline.film_scan import scan_film, track_shot
-    from pipeline.media import probe_video
-    from pipeline.qc_sync import AudioSource, load_sync_model
-    from pipeline.routing import original_speech
+    from lipdub.pipeline.expert_routing import expert_scorer
+    from lipdub.pipeline.faces.detector import load_face_detector
+    from lipdub.pipeline.film_scan import scan_film, track_shot
+    from lipdub.pipeline.lse_segment import AudioSource, load_sync_model
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.pipeline.routing import original_speech
 
     info = probe_video(media_dir / "video" / "two_people_splitscreen__ghost_2person.mp4")
     scan = scan_film(info, cut_times=[])
@@ -126,8 +126,8 @@ def test_split_screen_faces_are_scored_against_the_films_audio(
 
 
 def test_a_film_without_audio_has_no_original_speech(media_dir, tmp_path):
-    from pipeline.media import probe_video
-    from pipeline.routing import original_speech
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.pipeline.routing import original_speech
 
     silent = next((media_dir / "video").glob("*NO_AUDIO_STREAM*"))
     assert original_speech(probe_video(silent), tmp_path) == (None, None)
@@ -141,11 +141,11 @@ HELD_OUT_AUDIO = "speech_48k_stereo__vretalk_audio2.wav"
 def test_the_synthetic_expert_finds_the_speaker(media_dir, synthetic_expert, tmp_path):
     import av
 
-    from pipeline.audio import read_audio
-    from pipeline.expert_routing import score_faces
-    from pipeline.media import probe_video
-    from pipeline.qc_sync import AudioSource, load_sync_model
-    from training.synthetic import (
+    from lipdub.pipeline.audio import read_audio
+    from lipdub.pipeline.expert_routing import score_faces
+    from lipdub.pipeline.lse_segment import AudioSource, load_sync_model
+    from lipdub.pipeline.media.decode import probe_video
+    from lipdub.training.synthetic import (
         normalise_level,
         openings_from_audio,
         random_identity,

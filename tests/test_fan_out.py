@@ -1,4 +1,5 @@
-"""Fan-out (pipeline.fan_out, pipeline.chunk_flows, lipdub serve roles, lipdub submit).
+"""Fan-out (lipdub.pipeline.farm.fan_out, lipdub.pipeline.farm.chunk_flows, lipdub serve roles,
+lipdub submit).
 
 Chunk planning and worker plans as unit tests; then a render farm on this machine, on a real
 PostgreSQL (tests/farm.py): a Prefect server, ``lipdub serve --role control`` (takes films) and
@@ -25,16 +26,16 @@ import yaml
 from farm import REPO_ROOT, Farm, can_run_postgres, drain_prefect_senders
 from filmmaker import make_film, write_stem
 
-from pipeline.errors import LipdubError
-from pipeline.fan_out import Farm as ChunkFarm
-from pipeline.fan_out import (
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.farm.fan_out import Farm as ChunkFarm
+from lipdub.pipeline.farm.fan_out import (
     chunk_count,
     farm_precision,
     make_chunks,
     make_waves,
     plan_chunks,
 )
-from pipeline.job import Settings
+from lipdub.pipeline.job import Settings
 
 HOST = socket.gethostname()
 FLAG = "talkinghead_woman_flag__vretalk_face3.mp4"
@@ -103,7 +104,7 @@ def test_waves_hold_every_unit_once_in_film_order_and_balanced():
 
 
 def test_workers_per_role_and_card():
-    from pipeline.cli_serve import plan_workers
+    from lipdub.cli.serve import plan_workers
 
     names = lambda plans: [(p.name, p.queue, p.limit) for p in plans]  # noqa: E731
     assert names(plan_workers("control", "auto", 1, None, 3, "h", 2, 8)) == [("h-films",
@@ -183,7 +184,7 @@ def reference(farm, two_shots, synthetic_generator, detector_weights, tmp_path_f
     thread count, so 2 threads give predictions one fp16 step apart here and there."""
     import torch
 
-    from pipeline.flows import dub_film
+    from lipdub.pipeline.flows import dub_film
 
     folder = tmp_path_factory.mktemp("reference")
     job = job_for(two_shots, synthetic_generator, detector_weights, folder / "dub.mkv",
@@ -229,7 +230,7 @@ def children_of(farm: Farm, parent_id: str) -> list:
 def zombie_automation(farm: Farm):
     from prefect import get_client
 
-    from pipeline.cli_serve import ZOMBIE_AUTOMATION
+    from lipdub.cli.serve import ZOMBIE_AUTOMATION
 
     with farm.settings(), get_client(sync_client=True) as client:
         (automation,) = client.read_automations_by_name(ZOMBIE_AUTOMATION)
@@ -247,7 +248,7 @@ def submit(farm: Farm, job: dict, folder: Path, *, wait: bool) -> subprocess.Com
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     env = dict(os.environ, PREFECT_API_URL=farm.api_url, PREFECT_API_AUTH_STRING=AUTH)
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(path),
+    return subprocess.run([sys.executable, "-m", "lipdub.cli", "submit", str(path),
                            "--deployment", "dub_film/lipdub", *(["--wait"] if wait else [])],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
 
@@ -265,7 +266,7 @@ def wait_until(check, what: str, farm: Farm, timeout: float = 300.0):
 @pytest.mark.slow
 def test_a_film_from_the_plugin_fans_out_over_both_workers(
         farm, two_shots, reference, synthetic_generator, detector_weights, tmp_path):
-    from plugin.core import DubRequest, DubTask, PrefectClient
+    from lipdub.plugin.core import DubRequest, DubTask, PrefectClient
 
     out = tmp_path / "dub.mkv"
     request = DubRequest(film=str(two_shots.path), output=str(out),
@@ -340,7 +341,7 @@ def test_a_killed_chunk_is_run_again_and_the_film_is_the_same(
 @pytest.mark.slow
 def test_cancel_from_the_plugin_cancels_the_film_and_its_chunks(
         farm, two_shots, synthetic_generator, detector_weights, tmp_path):
-    from plugin.core import DubRequest, DubTask, PrefectClient
+    from lipdub.plugin.core import DubRequest, DubTask, PrefectClient
 
     out = tmp_path / "dub.mkv"
     job = job_for(two_shots, synthetic_generator, detector_weights, out, tmp_path / "work")
@@ -383,7 +384,7 @@ def test_ctrl_c_on_submit_wait_asks_and_cancels_the_run_on_the_server(
     env = dict(os.environ, PREFECT_API_URL=farm.api_url, PREFECT_API_AUTH_STRING=AUTH)
     terminal, its_end = pty.openpty()  # the question is asked only of a person at a terminal
     started = time.time()  # runs of the tests before are older
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "submit", str(path),
+    proc = subprocess.Popen([sys.executable, "-m", "lipdub.cli", "submit", str(path),
                              "--deployment", "dub_film/lipdub", "--wait"], env=env,
                             cwd=REPO_ROOT, stdin=its_end, stdout=its_end, stderr=its_end)
     os.close(its_end)
@@ -442,10 +443,10 @@ def _gone(pid: int) -> bool:
 
 def test_a_chunk_refuses_other_code_weights_or_film_and_an_unshared_folder(
         two_shots, synthetic_generator, detector_weights, tmp_path):
-    from pipeline.chunk_flows import _same_as_coordinator
-    from pipeline.film_stages import code_version, generator_sha, shared_scan
-    from pipeline.job import parse_job
-    from pipeline.segment_sync import film_fingerprint
+    from lipdub.pipeline.farm.chunk_flows import _same_as_coordinator
+    from lipdub.pipeline.film_stages import code_version, generator_sha, shared_scan
+    from lipdub.pipeline.film_units import film_fingerprint
+    from lipdub.pipeline.job import parse_job
 
     job = parse_job(job_for(two_shots, synthetic_generator, detector_weights,
                             tmp_path / "dub.mkv", tmp_path / "work"))
@@ -460,7 +461,7 @@ def test_a_chunk_refuses_other_code_weights_or_film_and_an_unshared_folder(
 
 
 def test_serve_refuses_the_old_gpu_slots_with_what_replaces_them(capsys, monkeypatch):
-    from pipeline.cli import main
+    from lipdub.cli.main import main
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert main(["serve", "--gpu-slots", "2"]) == 2
@@ -469,7 +470,7 @@ def test_serve_refuses_the_old_gpu_slots_with_what_replaces_them(capsys, monkeyp
 
 def test_the_farm_wants_credentials_and_keeps_runs_inside_their_roots(
         farm, two_shots, synthetic_generator, detector_weights, tmp_path):
-    from plugin.core import AuthenticationFailed, PrefectClient
+    from lipdub.plugin.core import AuthenticationFailed, PrefectClient
 
     with pytest.raises(AuthenticationFailed):
         PrefectClient(farm.api_url, timeout=10).read_deployment("dub_film/lipdub")
@@ -494,8 +495,8 @@ def test_the_farm_wants_credentials_and_keeps_runs_inside_their_roots(
 
 
 def test_roots_follow_links_and_dots_and_leave_registry_names_alone(tmp_path):
-    from pipeline.job import JobSpecError, parse_job
-    from pipeline.roots import require_within_roots
+    from lipdub.pipeline.job import JobSpecError, parse_job
+    from lipdub.pipeline.roots import require_within_roots
 
     inside, outside = tmp_path / "projects", tmp_path / "elsewhere"
     (inside / "reel").mkdir(parents=True)

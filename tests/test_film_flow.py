@@ -26,7 +26,7 @@ import pytest
 import yaml
 from filmmaker import make_film, write_stem
 
-from pipeline.job import JobSpecError, check_job_inputs, parse_job
+from lipdub.pipeline.job import JobSpecError, check_job_inputs, parse_job
 
 CLIPS = [
     ("talkinghead_woman_flag__vretalk_face3.mp4", 125),
@@ -81,7 +81,7 @@ def dubbed(film, synthetic_generator, detector_weights, prefect_server, tmp_path
     """One uninterrupted run through the real server (in-process flow)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.flows import dub_film
+    from lipdub.pipeline.flows import dub_film
 
     out = tmp_path_factory.mktemp("dubbed") / "film_dub.mkv"
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
@@ -126,7 +126,7 @@ def test_qc_shows_who_speaks(dubbed):
     """QC's routing section: a strip per shot (faces x time) and every decision's reason."""
     import cv2
 
-    from pipeline.routing_report import COLOURS, ROW
+    from lipdub.pipeline.routing_report import COLOURS, ROW
 
     out, summary = dubbed
     report = json.loads(Path(summary["qc"]["json"]).read_text())
@@ -157,7 +157,7 @@ def judged(film, dubbed, synthetic_generator, detector_weights, expert_weights, 
     weights judge nothing real, so QC flags every dubbed shot (an offset, low confidence)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.flows import dub_film
+    from lipdub.pipeline.flows import dub_film
 
     out = tmp_path_factory.mktemp("judged") / "film_dub.mkv"
     job = job_dict(film, synthetic_generator, detector_weights, out,
@@ -198,8 +198,8 @@ def test_qc_fail_on_flagged_fails_the_run_after_writing_everything(
         film, judged, prefect_server, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.flows import dub_film
-    from pipeline.qc_verdict import QCFlagged
+    from lipdub.pipeline.flows import dub_film
+    from lipdub.pipeline.qc.verdict import QCFlagged
 
     job, _ = judged
     out = tmp_path / "film_dub.mkv"
@@ -219,7 +219,7 @@ def test_silent_stem_leaves_its_shots_alone(film, dubbed):
 
 
 def run_cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "lipdub.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -354,7 +354,7 @@ def test_bad_job_specs_fail_before_any_work(film, synthetic_generator, detector_
     job["settings"] = {"detect_every": 3}  # mouth motion is measured every 2nd frame
     job_path = tmp_path / "bad.yaml"
     job_path.write_text(yaml.safe_dump(job))
-    from pipeline.cli import main
+    from lipdub.cli.main import main
 
     assert main(["dub", str(job_path)]) == 2
     message = capsys.readouterr().err

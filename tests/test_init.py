@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from filmmaker import write_stem
 
-from pipeline.cli import main
-from pipeline.job import parse_job
+from lipdub.cli.main import main
+from lipdub.pipeline.job import parse_job
 
 FILM = "video/talkinghead_woman_flag__vretalk_face3.mp4"  # 125 frames at 25 fps, AAC stereo
 

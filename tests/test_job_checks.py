@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from filmmaker import encode_mono, write_stem
 
-from pipeline.job import JobSpecError, check_job_inputs, parse_job, picture_duration
+from lipdub.pipeline.job import JobSpecError, check_job_inputs, parse_job, picture_duration
 
 FPS = 25
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.face_detector import Detections
-from pipeline.keyframes import DETECT_BATCH, KeyframeDetector
+from lipdub.models.face_detector import Detections
+from lipdub.pipeline.faces.keyframes import DETECT_BATCH, KeyframeDetector
 
 
 def test_refines_where_faces_jump_and_never_mixes_up_pictures():

@@ -1,4 +1,5 @@
-"""Faces followed between keyframes (pipeline.motion_frames): measured, not interpolated."""
+"""Faces followed between keyframes (lipdub.pipeline.faces.motion_frames): measured, not
+interpolated."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from models.face_detector import Detections
-from pipeline.keyframes import KeyframeDetector
-from pipeline.motion_frames import MotionFrames
+from lipdub.models.face_detector import Detections
+from lipdub.pipeline.faces.keyframes import KeyframeDetector
+from lipdub.pipeline.faces.motion_frames import MotionFrames
 
 SIZE, SIDE = 240, 80  # picture and "face" sizes
 

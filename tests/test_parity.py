@@ -1,7 +1,7 @@
 """Parity with the original Wav2Lip / syncnet_python code on the shared fixtures.
 
 Weights are rebuilt with the fixture set's own ``make_weights.py`` (seed read from each .npz),
-saved in the original checkpoint layouts and loaded through ``models.weights`` exactly as a
+saved in the original checkpoint layouts and loaded through ``lipdub.models.weights`` exactly as a
 studio's official files would be; outputs are compared with the stored reference outputs at the
 tolerances of the fixture README. ``LIPDUB_PARITY_DIR`` points these tests at another fixture set.
 """
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.discriminator import QualityDiscriminator
-from models.lse import SyncNetLSE
-from models.syncnet import SyncNetExpert
-from models.wav2lip import Wav2Lip
-from models.weights import load_weights
-from training.losses import cosine_loss, discriminator_losses, expert_face_input, sync_loss
+from lipdub.models.discriminator import QualityDiscriminator
+from lipdub.models.lse import SyncNetLSE
+from lipdub.models.syncnet import SyncNetExpert
+from lipdub.models.wav2lip import Wav2Lip
+from lipdub.models.weights import load_weights
+from lipdub.training.losses import cosine_loss, discriminator_losses, expert_face_input, sync_loss
 
 # (atol, rtol) per array, from the fixture README's "recommended" column.
 TOL = {

@@ -6,9 +6,9 @@ from fractions import Fraction
 
 from mastering_media import TALKING_HEAD, encode_clip, fake_unit, film_of, video_packets
 
-from pipeline.assemble import assemble_film
-from pipeline.encode import VideoWriter
-from pipeline.passthrough import check_passthrough
+from lipdub.pipeline.assemble import assemble_film
+from lipdub.pipeline.media.encode import VideoWriter
+from lipdub.pipeline.media.passthrough import check_passthrough
 
 EDITED = range(5, 9)
 
@@ -83,7 +83,7 @@ def _prores_packet(bgr, **options) -> bytes:
 def test_splices_only_what_lines_up():
     import numpy as np
 
-    from pipeline.splice import splice_dnxhd, splice_prores
+    from lipdub.pipeline.media.splice import splice_dnxhd, splice_prores
 
     rng = np.random.default_rng(3)
     picture = rng.integers(0, 255, (64, 320, 3), np.uint8)
@@ -106,7 +106,7 @@ def test_lipdub_sync_splices_edited_prores_pictures(media_dir, synthetic_generat
     import numpy as np
     from mastering_media import BOX, video_planes
 
-    from pipeline.sync_clip import SyncOptions, sync_clip
+    from lipdub.pipeline.clip_sync import SyncOptions, sync_clip
 
     source = encode_clip(tmp_path / "src.mov", media_dir / "video" / TALKING_HEAD, 10,
                          "prores_ks", "yuv422p10le", options={"profile": "hq"})

@@ -1,9 +1,10 @@
 """The Blender add-on's text helpers (plugin/blender/text.py), without Blender: fitting labels
 to the narrow sidebar, recognising lipdub outputs, QC's verdict, the steady worker hint.
 
-text.py is loaded from its file on its own: importing it as ``plugin.blender.text`` would run
+text.py is loaded from its file on its own: importing it as ``lipdub.plugin.blender.text`` would run
 the add-on's ``__init__``, which needs bpy. The formats it reads are made here by the code that
-writes them (pipeline.qc_verdict, plugin.core), so a change on that side fails these tests.
+writes them (lipdub.pipeline.qc.verdict, lipdub.plugin.core), so a change on that side fails these
+tests.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.qc_verdict import verdict_line, verdict_name
-from plugin.core import DubRequest, DubTask, PathMap, WorkPool, default_output_path
-from plugin.core import jobs as core_jobs
-from plugin.core.types import FlowRun, State
+from lipdub.pipeline.qc.verdict import verdict_line, verdict_name
+from lipdub.plugin.core import DubRequest, DubTask, PathMap, WorkPool, default_output_path
+from lipdub.plugin.core import jobs as core_jobs
+from lipdub.plugin.core.types import FlowRun, State
 
 SOURCE = Path(__file__).resolve().parents[1] / "plugin" / "blender" / "text.py"
 _spec = importlib.util.spec_from_file_location("lipdub_blender_text", SOURCE)

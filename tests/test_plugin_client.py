@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.core import (
+from lipdub.plugin.core import (
     ApiError,
     AuthenticationFailed,
     DeploymentNotFound,
@@ -28,7 +28,7 @@ from plugin.core import (
     default_output_path,
     normalise_api_url,
 )
-from plugin.core.types import Artifact, SetStateResult
+from lipdub.plugin.core.types import Artifact, SetStateResult
 
 
 def request_for(film, synthetic_generator, detector_weights, output: Path, **kw) -> DubRequest:

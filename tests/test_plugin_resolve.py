@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from plugin.resolve import lipdub_dub
-from plugin.resolve import timeline as rt
+from lipdub.plugin.resolve import lipdub_dub
+from lipdub.plugin.resolve import timeline as rt
 
 _ids = itertools.count(1)
 

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.audio import melspectrogram, read_audio
-from pipeline.cli import main as cli_main
-from training.data import GeneratorDataset, list_frames
-from training.prepare import PrepareOptions, prepare_dataset, resample_indices
+from lipdub.cli.main import main as cli_main
+from lipdub.pipeline.audio import melspectrogram, read_audio
+from lipdub.training.data import GeneratorDataset, list_frames
+from lipdub.training.prepare import PrepareOptions, prepare_dataset, resample_indices
 
 GREY_STEP = 4
 SIZE = 64

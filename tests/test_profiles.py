@@ -20,11 +20,11 @@ from mastering_media import (
     write_pcm24,
 )
 
-from pipeline.assemble import assemble_film
-from pipeline.composite import composite_face, lower_face_mask, paste_faces
-from pipeline.profiles import PROFILES, ProfileError, audio_codec, resolve_profile
-from pipeline.provenance import provenance_metadata
-from pipeline.timecode import parse_timecode, read_timecode
+from lipdub.pipeline.assemble import assemble_film
+from lipdub.pipeline.composite import composite_face, lower_face_mask, paste_faces
+from lipdub.pipeline.media.profiles import PROFILES, ProfileError, audio_codec, resolve_profile
+from lipdub.pipeline.media.provenance import provenance_metadata
+from lipdub.pipeline.media.timecode import parse_timecode, read_timecode
 
 EDITED = range(8, 20)
 
@@ -179,7 +179,7 @@ def test_profiles_refuse_what_they_cannot_deliver():
 
 
 def test_odd_sizes_are_padded_only_where_the_chroma_cannot_hold_them():
-    from pipeline.frames import pad_frame, plane_arrays
+    from lipdub.pipeline.media.frames import pad_frame, plane_arrays
 
     assert PROFILES["h264"].fit_size(911, 1137, "yuv444p") == (912, 1138)  # 4:2:0: both
     assert PROFILES["prores_hq"].fit_size(911, 1137, "yuv422p10le") == (912, 1137)  # width

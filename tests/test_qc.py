@@ -20,11 +20,11 @@ from mastering_media import (
     write_pcm24,
 )
 
-from pipeline.assemble import assemble_film
-from pipeline.audio import read_pcm16_mono_16k
-from pipeline.qc import QCSegment, measure_loudness, run_qc
-from pipeline.qc_sync import load_sync_model, lse_crop
-from pipeline.sync_metrics import mfcc, sync_score, syncnet_features
+from lipdub.pipeline.assemble import assemble_film
+from lipdub.pipeline.audio import read_pcm16_mono_16k
+from lipdub.pipeline.lse_metric import mfcc, sync_score, syncnet_features
+from lipdub.pipeline.lse_segment import load_sync_model, lse_crop
+from lipdub.pipeline.qc.checks import QCSegment, measure_loudness, run_qc
 
 FRAMES = 24
 
@@ -61,7 +61,7 @@ def test_qc_sync_figures_are_the_parity_tested_lse(dubbed, lse_weights):
     seg = report["shots"][0]["segments"][0] if report["shots"][0]["shot"] == 0 else \
         report["shots"][1]["segments"][0]
     assert seg["name"] == "anna_a" and seg["sync"]["metric"] == "syncnet_v2"
-    # The same figures from pipeline.sync_metrics directly, on syncnet_python's crops.
+    # The same figures from lipdub.pipeline.lse_metric directly, on syncnet_python's crops.
     import av
 
     with av.open(str(out)) as c:
@@ -150,7 +150,7 @@ def test_digital_silence_in_the_mix_or_a_routed_stem_is_flagged(dubbed, tmp_path
 
 
 def test_a_refused_input_leaves_no_report_folder(dubbed, tmp_path):
-    from pipeline.errors import MediaError
+    from lipdub.pipeline.errors import MediaError
 
     folder, source, out, segments, shots = dubbed
     broken = tmp_path / "broken.mkv"
@@ -162,7 +162,7 @@ def test_a_refused_input_leaves_no_report_folder(dubbed, tmp_path):
 
 
 def test_lipdub_qc_command_on_a_run_summary(dubbed, capsys):
-    from pipeline.cli import main
+    from lipdub.cli.main import main
 
     folder, source, out, segments, shots = dubbed
     summary = folder / "sync.json"
@@ -192,7 +192,7 @@ def _stereo_wav(path, samples: np.ndarray, rate: int) -> None:
 def test_loudness_matches_the_standard_and_pyloudnorm(media_dir, tmp_path):
     import pyloudnorm
 
-    from pipeline.audio import read_audio
+    from lipdub.pipeline.audio import read_audio
 
     # BS.1770: a 997 Hz sine of amplitude A in both front channels reads 20 log10(A) LUFS
     # (the -0.691 constant cancels the K filter's gain at 1 kHz).
@@ -209,7 +209,7 @@ def test_loudness_matches_the_standard_and_pyloudnorm(media_dir, tmp_path):
                         sample_rate=None).samples
     pair = np.stack([speech, 0.5 * np.roll(speech, 4410)])
     _stereo_wav(tmp_path / "speech.wav", pair, 44100)
-    from pipeline.stems import iter_audio_blocks
+    from lipdub.pipeline.stems import iter_audio_blocks
 
     decoded = np.concatenate(list(iter_audio_blocks(tmp_path / "speech.wav", None, mono=False)),
                              axis=1)
@@ -227,8 +227,8 @@ def test_film_run_delivers_prores_with_timecode_otio_and_qc(
     import opentimelineio as otio
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.flows import dub_film
-    from pipeline.timecode import read_timecode
+    from lipdub.pipeline.flows import dub_film
+    from lipdub.pipeline.media.timecode import read_timecode
 
     clip = media_dir / "video" / TALKING_HEAD
     film = encode_clip(tmp_path / "film.mov", clip, 30, "prores_ks", "yuv422p10le",
@@ -264,8 +264,8 @@ def test_film_run_delivers_prores_with_timecode_otio_and_qc(
 
 
 def test_the_verdict_lists_each_flagged_segment_with_timecodes(dubbed, expert_weights):
-    from pipeline.qc_verdict import flagged_rows, verdict_name
-    from pipeline.timecode import parse_timecode
+    from lipdub.pipeline.media.timecode import parse_timecode
+    from lipdub.pipeline.qc.verdict import flagged_rows, verdict_name
 
     folder, source, out, segments, shots = dubbed
     report = run_qc(out, folder / "mix.wav", segments, shots, folder / "qc_verdict",

@@ -18,8 +18,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.audio import SAMPLE_RATE
-from pipeline.qc import QCSegment, QCSettings, run_qc
+from lipdub.pipeline.audio import SAMPLE_RATE
+from lipdub.pipeline.qc.checks import QCSegment, QCSettings, run_qc
 
 pytestmark = pytest.mark.slow  # the session trains its expert once (about two minutes)
 
@@ -31,8 +31,8 @@ HELD_OUT_AUDIO = "speech_48k_stereo__vretalk_audio2.wav"  # the dataset's valida
 @pytest.fixture(scope="module")
 def talking_clip(media_dir: Path, tmp_path_factory) -> tuple[Path, np.ndarray]:
     """(video of a synthetic face speaking the held-out recording, its 16 kHz samples)."""
-    from pipeline.audio import read_audio
-    from training.synthetic import (
+    from lipdub.pipeline.audio import read_audio
+    from lipdub.training.synthetic import (
         normalise_level,
         openings_from_audio,
         random_identity,
@@ -66,7 +66,7 @@ def talking_clip(media_dir: Path, tmp_path_factory) -> tuple[Path, np.ndarray]:
 
 def _shifted_wav(samples: np.ndarray, frames: int, path: Path) -> Path:
     """The samples played ``frames`` pictures late (negative: early), same length."""
-    from training.prepare import write_wav
+    from lipdub.training.prepare import write_wav
 
     shift = int(round(frames / FPS * SAMPLE_RATE))
     if shift >= 0:

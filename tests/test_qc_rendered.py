@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.provenance import provenance_metadata
-from pipeline.qc import QCSettings, flag_segment
-from pipeline.qc_report import write_contact_sheet, write_report
-from pipeline.timecode import parse_timecode
+from lipdub.pipeline.media.provenance import provenance_metadata
+from lipdub.pipeline.media.timecode import parse_timecode
+from lipdub.pipeline.qc.checks import QCSettings, flag_segment
+from lipdub.pipeline.qc.report import write_contact_sheet, write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

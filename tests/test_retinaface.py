@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.face_detector import Detections, FaceDetector
-from models.retinaface import RetinaFace, decode_boxes, nms, prior_boxes
+from lipdub.models.face_detector import Detections, FaceDetector
+from lipdub.models.retinaface import RetinaFace, decode_boxes, nms, prior_boxes
 
 DEFAULT_WEIGHTS = "retinaface_mobilenet0.25_pytorch_retinaface.pth"
 DEFAULT_ANCHORS = [[16, 32], [64, 128], [256, 512]]

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.active_speaker import OriginalSpeech, face_evidence
-from pipeline.film_scan import FilmScan, TrackInfo
-from pipeline.routing import route
-from pipeline.shots import Shot
-from pipeline.stems import ENVELOPE_RATE, SpeechSegment
+from lipdub.pipeline.active_speaker import OriginalSpeech, face_evidence
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.routing import route
+from lipdub.pipeline.shots import Shot
+from lipdub.pipeline.stems import ENVELOPE_RATE, SpeechSegment
 
 FPS = 25
 N = 200  # 8 s
@@ -123,7 +123,7 @@ def benchmark(media_dir, detector_weights):
     import routing_accuracy
     import routing_cases
 
-    from pipeline.detector import load_face_detector
+    from lipdub.pipeline.faces.detector import load_face_detector
 
     return routing_accuracy, routing_cases, load_face_detector(detector_weights)
 
@@ -155,7 +155,11 @@ def _face(mouth_open: float, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
 
 
 def test_mouth_motion_is_the_mouth_not_the_head():
-    from pipeline.mouth_activity import face_square, mouth_deformation, mouth_from_square
+    from lipdub.pipeline.faces.mouth_activity import (
+        face_square,
+        mouth_deformation,
+        mouth_from_square,
+    )
 
     box = np.array([100.0, 60.0, 260.0, 260.0])
 
@@ -174,7 +178,7 @@ def test_mouth_motion_is_the_mouth_not_the_head():
 
 
 def test_job_settings_for_routing():
-    from pipeline.job import JobSpecError, parse_job
+    from lipdub.pipeline.job import JobSpecError, parse_job
 
     root = Path(__file__).resolve().parents[1]
     example = parse_job(root / "configs" / "pipeline" / "example_job.yaml")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.run_progress import STAGES, RunProgress
+from lipdub.pipeline.run_progress import STAGES, RunProgress
 
 
 def test_progress_moves_through_the_stages_and_says_what_is_left():

@@ -7,12 +7,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from pipeline.film_scan import FilmScan, TrackInfo
-from pipeline.routing import Decision
-from pipeline.run_tables import describe_faces, routing_rows, shot_rows, track_rows
-from pipeline.shots import Shot
-from pipeline.timecode import FrameClock as Clock
-from pipeline.timecode import parse_timecode
+from lipdub.pipeline.film_scan import FilmScan, TrackInfo
+from lipdub.pipeline.media.timecode import FrameClock as Clock
+from lipdub.pipeline.media.timecode import parse_timecode
+from lipdub.pipeline.routing import Decision
+from lipdub.pipeline.run_tables import describe_faces, routing_rows, shot_rows, track_rows
+from lipdub.pipeline.shots import Shot
 
 
 def track(shot: int, track_id: int, order: int, first: int, last: int) -> TrackInfo:

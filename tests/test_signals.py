@@ -13,14 +13,14 @@ from pathlib import Path
 import process_table
 import pytest
 
-from training.synthetic import SyntheticOptions, build_synthetic_dataset
+from lipdub.training.synthetic import SyntheticOptions, build_synthetic_dataset
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
 def lipdub(*args: str) -> subprocess.Popen:
     script = Path(sys.executable).parent / "lipdub"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "lipdub.cli"]
     return subprocess.Popen(command + list(args), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 

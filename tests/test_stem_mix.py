@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.stems import mix_stems
+from lipdub.pipeline.stems import mix_stems
 
 
 def _tone(path, level, rate=48000, seconds=1.0):

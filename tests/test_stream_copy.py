@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from mastering_media import TALKING_HEAD, encode_clip, film_of, write_pcm24
 
-from pipeline.assemble import assemble_film
-from pipeline.stream_copy import CannotCopy, copy_video_stream
+from lipdub.pipeline.assemble import assemble_film
+from lipdub.pipeline.media.stream_copy import CannotCopy, copy_video_stream
 
 
 def packets(path: Path) -> list[tuple[bytes, int | None, bool]]:
@@ -68,7 +68,7 @@ def test_a_film_nobody_speaks_in_is_copied_whatever_codec_the_job_asks(media_dir
 
 def test_lipdub_sync_without_a_face_copies_the_clip(synthetic_generator, media_dir, tmp_path,
                                                     capsys):
-    from pipeline.cli import main
+    from lipdub.cli.main import main
 
     faceless = tmp_path / "sky.mp4"  # an H.264 gradient: nothing the detector takes for a face
     with av.open(str(faceless), "w") as out:

@@ -17,7 +17,7 @@ import numpy as np
 import process_table
 import pytest
 
-from pipeline.cli import main
+from lipdub.cli.main import main
 
 VFR = "video/talkinghead_man_suit_VFR__vretalk_face1.mp4"  # first picture at 0.033 s
 BURSTS = (0.5, 1.5, 2.5)
@@ -198,7 +198,7 @@ def test_inputs_are_never_overwritten(media_dir, tmp_path, synthetic_generator,
 def lipdub_command() -> list[str]:
     """The installed console script (or the module when the package is not installed)."""
     script = Path(sys.executable).parent / "lipdub"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "lipdub.cli"]
 
 
 def test_console_script_decodes_the_dub_in_a_child_process(media_dir, tmp_path,
@@ -240,13 +240,13 @@ def in_fresh_python(code: str) -> str:
 
 
 def test_dub_child_process_keeps_the_mel_imports_out_of_the_main_process(media_dir, tmp_path):
-    from pipeline.audio import dub_mel
+    from lipdub.pipeline.audio import dub_mel
 
     dub = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
     probe = (
         "import json, os, sys\n"
         "import numpy as np\n"
-        "from pipeline.dub_process import DubInChildProcess\n"
+        "from lipdub.pipeline.dub_process import DubInChildProcess\n"
         f"with DubInChildProcess({str(dub)!r}) as child:\n"
         "    result = child.future.result()\n"
         "    pid = child.pid\n"
@@ -267,7 +267,7 @@ def test_a_dub_child_that_dies_is_a_clear_error(media_dir):
     dub = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
     probe = (
         "import os, signal\n"
-        "from pipeline.dub_process import DubInChildProcess\n"
+        "from lipdub.pipeline.dub_process import DubInChildProcess\n"
         f"with DubInChildProcess({str(dub)!r}) as child:\n"
         "    os.kill(child.pid, signal.SIGKILL)\n"
         "    error = child.future.exception(timeout=60)\n"
@@ -290,7 +290,7 @@ def test_the_dub_child_is_reaped_when_its_mel_arrives(media_dir):
     dub = media_dir / "audio" / "en_vctk_p240__rtvc.mp3"
     probe = (
         "import os, time\n"
-        "from pipeline.dub_process import DubInChildProcess\n"
+        "from lipdub.pipeline.dub_process import DubInChildProcess\n"
         f"with DubInChildProcess({str(dub)!r}) as child:\n"
         "    child.future.result()\n"
         "    deadline = time.time() + 5\n"
@@ -310,7 +310,7 @@ def test_the_dub_child_dies_with_its_parent_even_on_sigkill(media_dir):
     dub = media_dir / "audio" / "speech_44k_stereo__vretalk_audio1.wav"
     parent = subprocess.Popen([sys.executable, "-c", (
         "import time\n"
-        "from pipeline.dub_process import DubInChildProcess\n"
+        "from lipdub.pipeline.dub_process import DubInChildProcess\n"
         f"child = DubInChildProcess({str(dub)!r})\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)

@@ -9,8 +9,8 @@ import opentimelineio as otio
 import pytest
 from mastering_media import TALKING_HEAD, encode_clip
 
-from pipeline.otio_export import Span, build_timeline, write_timeline
-from pipeline.timecode import (
+from lipdub.pipeline.media.otio_export import Span, build_timeline, write_timeline
+from lipdub.pipeline.media.timecode import (
     TimecodeError,
     frames_to_timecode,
     parse_timecode,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.discriminator import QualityDiscriminator
-from models.syncnet import SyncNetExpert
-from models.wav2lip import Wav2Lip
-from models.weights import WeightsFormatError, WeightsKeyError
-from training import checkpoints as ck
-from training.logging_utils import MetricsLog, read_metrics
-from training.tiny_models import build_discriminator, build_expert, build_generator, narrowed
+from lipdub.models.discriminator import QualityDiscriminator
+from lipdub.models.syncnet import SyncNetExpert
+from lipdub.models.wav2lip import Wav2Lip
+from lipdub.models.weights import WeightsFormatError, WeightsKeyError
+from lipdub.training import checkpoints as ck
+from lipdub.training.logging_utils import MetricsLog, read_metrics
+from lipdub.training.networks import build_discriminator, build_expert, build_generator, narrowed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

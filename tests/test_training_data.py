@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio import indiv_mel_start, sync_mel_start
-from training.args import ArgsError, ExpertArgs, GeneratorArgs, load_args, preset_path
-from training.data import (
+from lipdub.pipeline.audio import indiv_mel_start, sync_mel_start
+from lipdub.training.args import ArgsError, ExpertArgs, GeneratorArgs, load_args, preset_path
+from lipdub.training.data import (
     DatasetError,
     ExpertDataset,
     GeneratorDataset,

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main as cli_main
-from training.args import ExpertArgs, GeneratorArgs, load_args
-from training.checkpoints import checkpoint_path, read_weights_for
-from training.evaluate import evaluate_expert
-from training.logging_utils import read_metrics
-from training.synthetic import (
+from lipdub.cli.main import main as cli_main
+from lipdub.training.args import ExpertArgs, GeneratorArgs, load_args
+from lipdub.training.checkpoints import checkpoint_path, read_weights_for
+from lipdub.training.evaluate import evaluate_expert
+from lipdub.training.logging_utils import read_metrics
+from lipdub.training.networks import build_discriminator, build_expert, build_generator
+from lipdub.training.synthetic import (
     SyntheticOptions,
     build_synthetic_dataset,
     mouth_opening,
@@ -23,8 +24,7 @@ from training.synthetic import (
     random_identity,
     render_face,
 )
-from training.tiny_models import build_discriminator, build_expert, build_generator
-from training.train_generator import (
+from lipdub.training.train_generator import (
     adversarial_loss,
     generator_loss,
     reconstruction_loss,
@@ -102,7 +102,7 @@ def test_expert_resume_is_exact(tiny_data, expert_run, tmp_path):
     # Continue a copy of the step-2 checkpoint to step 4 in another folder.
     args = expert_args(tiny_data, tmp_path, resume=expert_run / "checkpoint_step000000002.pth",
                        seed=1337)
-    from training.train_expert import main
+    from lipdub.training.train_expert import main
 
     summary = main(args)
     assert summary["global_step"] == 4
@@ -118,7 +118,7 @@ def test_expert_evaluation(tiny_data, expert_run):
 
 
 def test_gan_generator_switches_sync_on_and_resumes_exactly(tiny_data, expert_run, tmp_path):
-    from training.train_generator import main, setup
+    from lipdub.training.train_generator import main, setup
 
     expert = expert_run / "checkpoint_step000000004.pth"
     # sync_threshold 10: the first eval (step 2) switches the sync loss on for steps 3 and 4.
@@ -146,7 +146,7 @@ def test_gan_generator_switches_sync_on_and_resumes_exactly(tiny_data, expert_ru
 
 def test_generator_keeps_the_expert_frozen_in_the_chosen_bn_mode(tiny_data, expert_run,
                                                                   tmp_path):
-    from training.train_generator import fit, setup
+    from lipdub.training.train_generator import fit, setup
 
     expert_file = expert_run / "checkpoint_step000000004.pth"
     before, _ = read_weights_for(build_expert, expert_file, "expert")
@@ -171,7 +171,7 @@ def test_generator_keeps_the_expert_frozen_in_the_chosen_bn_mode(tiny_data, expe
 def test_mixed_precision_and_channels_last_paths_run(tiny_data, expert_run, tmp_path):
     # The GPU settings, exercised on the CPU (bf16 autocast exists there too): losses stay in
     # float32 outside autocast, where BCE is safe.
-    from training.train_generator import main
+    from lipdub.training.train_generator import main
 
     args = generator_args(tiny_data, tmp_path, expert_run / "checkpoint_step000000004.pth",
                           amp="bf16", channels_last="true", max_steps=2,
@@ -218,7 +218,7 @@ def write_short_clip(source, target, frames: int):
     """The first ``frames`` pictures of ``source`` as an H.264 clip without audio."""
     import av
 
-    from pipeline.media import iter_video_frames
+    from lipdub.pipeline.media.decode import iter_video_frames
 
     with av.open(str(target), "w") as out:
         stream = None
@@ -239,9 +239,9 @@ def write_short_clip(source, target, frames: int):
 
 def test_lse_pairs_generate_score_skip_and_resume(media_dir, synthetic_generator, make_weights,
                                                   parity_dir, detector_weights, tmp_path):
-    from pipeline.audio import read_audio
-    from training.evaluate import evaluate_lse, make_pairs, read_pairs, score_video
-    from training.prepare import write_wav
+    from lipdub.pipeline.audio import read_audio
+    from lipdub.training.evaluate import evaluate_lse, make_pairs, read_pairs, score_video
+    from lipdub.training.prepare import write_wav
 
     clip = write_short_clip(media_dir / "video" / "talkinghead_woman_flag__vretalk_face3.mp4",
                             tmp_path / "clip.mp4", 30)
@@ -271,7 +271,7 @@ def test_lse_pairs_generate_score_skip_and_resume(media_dir, synthetic_generator
     assert generated.stat().st_mtime_ns == stamp, "an existing output is not generated again"
     assert again["lse_d"] == summary["lse_d"]
 
-    from training.evaluate import load_lse_model
+    from lipdub.training.evaluate import load_lse_model
 
     own = score_video(load_lse_model(lse_weights, torch.device("cpu")), clip,
                       tmp_path / "other.wav")

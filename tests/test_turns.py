@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pipeline.turns import Turns
+from lipdub.pipeline.turns import Turns
 
 
 def _take(turns: Turns, number: int, order: list, hold: float = 0.0) -> threading.Thread:

@@ -1,4 +1,5 @@
-"""Weights I/O (models.weights) and the registry / downloader (pipeline.weights_registry).
+"""Weights I/O (lipdub.models.weights) and the registry / downloader
+(lipdub.pipeline.weights_registry).
 
 Most tests use tiny modules whose keys follow the official naming (so family detection works);
 the real RetinaFace files come from ../shared/weights and the real model classes are used only where
@@ -20,9 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from models import weights as W
-from pipeline import weights_registry as R
-from pipeline.errors import RegistryError
+from lipdub.models import weights as W
+from lipdub.pipeline import weights_registry as R
+from lipdub.pipeline.errors import RegistryError
 
 # --- tiny models with official key names ------------------------------------------------------
 
@@ -426,7 +427,7 @@ def test_real_retinaface_files(weights_dir, shared_dir, file_name, entry_name, f
 
 @pytest.mark.parametrize(("file_name", "entry_name", "fmt"), RETINAFACE_FILES)
 def test_real_retinaface_loads_strictly(weights_dir, file_name, entry_name, fmt):
-    retinaface = pytest.importorskip("models.retinaface")
+    retinaface = pytest.importorskip("lipdub.models.retinaface")
     entry = R.get_entry(entry_name)
     model = W.load_weights(retinaface.RetinaFace(), weights_dir / file_name, sha256=entry.sha256)
     assert W.detect_family(model.state_dict()) == "retinaface"
@@ -442,10 +443,10 @@ def test_retinaface_with_the_other_entry_name_is_a_mismatch(weights_dir):
 
 
 REAL_MODELS = [
-    ("models.wav2lip", "Wav2Lip", "Wav2Lip", "wav2lip"),
-    ("models.syncnet", "SyncNetExpert", "SyncNet_color", "syncnet_expert"),
-    ("models.discriminator", "QualityDiscriminator", "Wav2Lip_disc_qual", "quality_disc"),
-    ("models.lse", "SyncNetLSE", "S", "syncnet_python"),
+    ("lipdub.models.wav2lip", "Wav2Lip", "Wav2Lip", "wav2lip"),
+    ("lipdub.models.syncnet", "SyncNetExpert", "SyncNet_color", "syncnet_expert"),
+    ("lipdub.models.discriminator", "QualityDiscriminator", "Wav2Lip_disc_qual", "quality_disc"),
+    ("lipdub.models.lse", "SyncNetLSE", "S", "syncnet_python"),
 ]
 
 
@@ -475,7 +476,7 @@ def test_real_model_round_trip(tmp_path, shared_dir, module, cls, section, famil
 
 
 def test_models_weights_imports_nothing_from_pipeline():
-    source = Path(importlib.import_module("models.weights").__file__).read_text()
+    source = Path(importlib.import_module("lipdub.models.weights").__file__).read_text()
     assert "pipeline" not in "".join(
         line for line in source.splitlines() if line.lstrip().startswith(("import", "from"))
     )
@@ -503,7 +504,9 @@ def test_registry_contents():
     for entry in entries.values():
         assert entry.family in W.FAMILIES
         assert entry.format is None or entry.format in W.FORMATS
-        assert entry.model.startswith("models.")
+        module, _, cls = entry.model.rpartition(".")
+        assert module.startswith("lipdub.models.")
+        assert isinstance(getattr(importlib.import_module(module), cls), type), entry.model
         assert entry.sha256 is None or (len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0)
         assert entry.size is not None or entry.approx_size
         assert entry.license and entry.notes
@@ -722,8 +725,8 @@ def test_download_into_unwritable_folder(tmp_path):
 
 def test_the_default_detector_ships_in_the_package(tmp_path, monkeypatch):
     """A fresh machine (empty weights cache) finds the MIT face detector without a download."""
-    from models.weights import sha256_file
-    from pipeline.detector import load_face_detector, resolve_detector
+    from lipdub.models.weights import sha256_file
+    from lipdub.pipeline.faces.detector import load_face_detector, resolve_detector
 
     monkeypatch.setenv("LIPDUB_HOME", str(tmp_path))
     path, entry = resolve_detector(None)

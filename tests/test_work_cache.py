@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from filmmaker import make_film, write_stem
 
-from pipeline.partial_files import partial_name, remove_stale_partials
-from pipeline.work_cache import cache_key, writing
+from lipdub.pipeline.partial_files import partial_name, remove_stale_partials
+from lipdub.pipeline.work_cache import cache_key, writing
 
 CLIPS = ["talkinghead_woman_flag__vretalk_face3.mp4",
          "talkinghead_woman_bluebg_30fps__vretalk_face4.mp4"]
@@ -80,7 +80,7 @@ def small_film(media_dir, tmp_path_factory):
 
 
 def _job(film, synthetic_generator, detector, **extra):
-    from pipeline.job import parse_job
+    from lipdub.pipeline.job import parse_job
 
     stem = film.path.parent / "anna.wav"
     if not stem.exists():
@@ -93,8 +93,8 @@ def _job(film, synthetic_generator, detector, **extra):
 
 def test_an_edited_cut_list_or_threshold_names_other_scans_and_tracks(
         small_film, synthetic_generator, detector_weights, weights_dir, tmp_path):
-    from pipeline.flows import scan_task, tracks_path
-    from pipeline.media import probe_video
+    from lipdub.pipeline.flows import scan_task, tracks_path
+    from lipdub.pipeline.media.decode import probe_video
 
     info = probe_video(small_film.path)
     first = _job(small_film, synthetic_generator, detector_weights, shots=[1.6, 2.4])
@@ -119,7 +119,7 @@ def test_an_edited_cut_list_or_threshold_names_other_scans_and_tracks(
 
 
 def test_an_edited_stem_is_decoded_again_and_the_old_one_left_alone(media_dir, tmp_path):
-    from pipeline.stems import stem_analysis
+    from lipdub.pipeline.stems import stem_analysis
 
     stem = write_stem(tmp_path / "anna.wav", [(0.5, media_dir / "audio" /
                                                 "en_vctk_p240__rtvc.mp3", 2.0)], 4.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import LipdubError
+from lipdub.pipeline.errors import LipdubError
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 AMP_MODES = ("auto", "off", "bf16", "fp16")

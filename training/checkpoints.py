@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.narrow import width_divisor_of
-from models.weights import (
+from lipdub.models.narrow import width_divisor_of
+from lipdub.models.weights import (
     FAMILIES,
     WeightsKeyError,
     detect_family,
     read_checkpoint,
     read_state_dict,
 )
-from pipeline.weights_registry import resolve_weights_file
+from lipdub.pipeline.weights_registry import resolve_weights_file
 
 GENERATOR_PREFIX = "checkpoint_step"
 DISC_PREFIX = "disc_checkpoint_step"
@@ -157,7 +157,8 @@ def read_weights_for(builder, path: str | Path, what: str, width_divisor: int | 
 
     Arguments:
         builder: ``build_expert`` / ``build_generator`` / ``build_discriminator`` (width -> model).
-        path: checkpoint (any layout ``models.weights.read_state_dict`` reads) or a name in the
+        path: checkpoint (any layout ``lipdub.models.weights.read_state_dict`` reads) or a name in
+        the
             weights registry (``lipsync_expert``, ``wav2lip_gan``...).
         what: its role, for error messages ("expert", ...).
         width_divisor: the width the run expects, or None to take the file's.
@@ -166,9 +167,9 @@ def read_weights_for(builder, path: str | Path, what: str, width_divisor: int | 
         (model with the weights loaded, its width divisor).
 
     Raises:
-        models.weights.WeightsError: unreadable file, another model family, keys that fit no
+        lipdub.models.weights.WeightsError: unreadable file, another model family, keys that fit no
             width of this network, or another width than ``width_divisor``.
-        pipeline.errors.RegistryError: neither a file nor a downloaded registry name.
+        lipdub.pipeline.errors.RegistryError: neither a file nor a downloaded registry name.
     """
     state = read_state_dict(resolve_weights_file(path))
     with torch.device("meta"):
@@ -206,8 +207,9 @@ def load_training_checkpoint(path: str | Path, model: nn.Module,
         The checkpoint dict (``global_step``, ``global_epoch``, ``lipdub``...).
 
     Raises:
-        models.weights.WeightsFormatError: not a training checkpoint (weights only, unreadable).
-        models.weights.WeightsKeyError: the weights or optimizer state do not fit.
+        lipdub.models.weights.WeightsFormatError: not a training checkpoint (weights only,
+        unreadable).
+        lipdub.models.weights.WeightsKeyError: the weights or optimizer state do not fit.
     """
     checkpoint = read_checkpoint(path)
     load_model_state(model, checkpoint["state_dict"], path, what)

@@ -38,14 +38,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.audio import (
+from lipdub.pipeline.audio import (
     MEL_STEP_SIZE,
     indiv_mel_start,
     melspectrogram,
     read_audio,
     sync_mel_start,
 )
-from pipeline.errors import LipdubError
+from lipdub.pipeline.errors import LipdubError
 
 DATASET_META = "dataset.json"
 DEFAULT_FPS = 25.0

@@ -25,21 +25,21 @@ import cv2
 import numpy as np
 import torch
 
-from models.lse import SyncNetLSE
-from models.weights import load_weights
-from pipeline.audio import read_pcm16_mono_16k
-from pipeline.errors import LipdubError
-from pipeline.frames import to_bgr
-from pipeline.lipsync import LipSyncModel, resolve_device
-from pipeline.media import iter_video_frames, open_media, probe_video
-from pipeline.sync_clip import SyncOptions, sync_clip
-from pipeline.sync_metrics import mfcc, sync_score, syncnet_features
-from pipeline.weights_registry import resolve_weights_file
-from training.checkpoints import read_weights_for
-from training.data import ExpertDataset
-from training.prepare import resample_indices
-from training.tiny_models import build_expert, build_generator
-from training.train_expert import VAL_SEED_OFFSET, validate
+from lipdub.models.lse import SyncNetLSE
+from lipdub.models.weights import load_weights
+from lipdub.pipeline.audio import read_pcm16_mono_16k
+from lipdub.pipeline.clip_sync import SyncOptions, sync_clip
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.generator import LipSyncModel, resolve_device
+from lipdub.pipeline.lse_metric import mfcc, sync_score, syncnet_features
+from lipdub.pipeline.media.decode import iter_video_frames, open_media, probe_video
+from lipdub.pipeline.media.frames import to_bgr
+from lipdub.pipeline.weights_registry import resolve_weights_file
+from lipdub.training.checkpoints import read_weights_for
+from lipdub.training.data import ExpertDataset
+from lipdub.training.networks import build_expert, build_generator
+from lipdub.training.prepare import resample_indices
+from lipdub.training.train_expert import VAL_SEED_OFFSET, validate
 
 LSE_FPS = 25.0  # syncnet_python's windows assume 25 fps (4 MFCC columns per frame)
 LSE_SIZE = 224
@@ -139,7 +139,7 @@ def score_video(model: SyncNetLSE, video: str | Path, audio: str | Path | None =
     """LSE of one video against ``audio`` (default: its own soundtrack).
 
     Returns:
-        A :class:`pipeline.sync_metrics.SyncScore`.
+        A :class:`lipdub.pipeline.lse_metric.SyncScore`.
     """
     video = Path(video)
     frames, first_time = frames_for_lse(video)
@@ -199,7 +199,7 @@ def evaluate_lse(pairs: list[tuple[Path, Path]], out_dir: str | Path, *,
             continue
         if lipsync is not None and not output.is_file():
             if face_detector is None:
-                from pipeline.detector import load_face_detector
+                from lipdub.pipeline.faces.detector import load_face_detector
 
                 face_detector = load_face_detector(detector, device=dev)
             try:

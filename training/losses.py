@@ -34,7 +34,7 @@ def sync_loss(expert, mel: Tensor, generated: Tensor) -> Tensor:
     batch statistics; callers choose the mode (the trainer's ``expert_bn`` option).
 
     Arguments:
-        expert: a frozen :class:`models.syncnet.SyncNetExpert`.
+        expert: a frozen :class:`lipdub.models.syncnet.SyncNetExpert`.
         mel: (B, 1, 80, 16) chunk aligned with the window's first frame.
         generated: (B, 3, 5, 96, 96) generator output.
     """

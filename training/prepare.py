@@ -2,7 +2,8 @@
 
 Input is an LRS2-style tree (``ROOT/<group>/<video>.mp4``) or any folder of videos, searched
 recursively; each video becomes ``OUT/<relative path without suffix>/`` with the layout of
-:mod:`training.data`. Faces are found with our RetinaFace detector and tracker (the same stages
+:mod:`lipdub.training.data`. Faces are found with our RetinaFace detector and tracker (the same
+stages
 ``lipdub sync`` uses, so training crops match inference crops), not S3FD.
 
 Per video, two streaming passes (one decoded frame in memory at a time): pass 1 reads every
@@ -33,13 +34,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.audio import SAMPLE_RATE, Audio, melspectrogram, read_audio
-from pipeline.errors import LipdubError
-from pipeline.frames import to_bgr
-from pipeline.lipsync import FACE_SIZE, crop_face
-from pipeline.media import iter_video_frames, probe_video
-from pipeline.sync_clip import SyncOptions, plan_boxes, scan_video
-from training.data import DATASET_META, DEFAULT_FPS, MIN_FRAMES
+from lipdub.pipeline.audio import SAMPLE_RATE, Audio, melspectrogram, read_audio
+from lipdub.pipeline.clip_sync import SyncOptions, plan_boxes, scan_video
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.generator import FACE_SIZE, crop_face
+from lipdub.pipeline.media.decode import iter_video_frames, probe_video
+from lipdub.pipeline.media.frames import to_bgr
+from lipdub.training.data import DATASET_META, DEFAULT_FPS, MIN_FRAMES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 META = "meta.json"
@@ -301,8 +302,8 @@ def prepare_dataset(input_path: str | Path, output: str | Path,
     report.skipped = len(videos) - len(todo)
     detector = None
     if todo and options.face != "box":
-        from pipeline.detector import load_face_detector
-        from pipeline.lipsync import resolve_device
+        from lipdub.pipeline.faces.detector import load_face_detector
+        from lipdub.pipeline.generator import resolve_device
 
         detector = load_face_detector(options.detector, device=resolve_device(options.device))
     show = sys.stderr.isatty() if options.progress is None else options.progress

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import LipdubError
-from pipeline.lipsync import resolve_device
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.generator import resolve_device
 
 
 class Precision:

@@ -8,7 +8,8 @@ the networks hear; the opening is the ground truth they never see. Validation us
 identities speaking held-out recordings, so a model that scores there has learnt the mapping
 from sound to mouth, not the training clips.
 
-The dataset has the layout of :mod:`training.data` (``lipdub prepare``'s), plus the true opening
+The dataset has the layout of :mod:`lipdub.training.data` (``lipdub prepare``'s), plus the true
+opening
 of every frame in ``openings.npy``. :func:`mouth_opening` measures how open a mouth is in any
 crop (dark mouth-interior pixels in the lower half); :func:`mouth_sync_correlation` correlates
 what a generator draws with the audio envelope of held-out clips.
@@ -25,11 +26,11 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.audio import MEL_STEP_SIZE, SAMPLE_RATE, indiv_mel_start, read_audio
-from pipeline.errors import LipdubError
-from pipeline.lipsync import resolve_device
-from training.data import IMG_SIZE, dataset_fps, load_videos, read_mel
-from training.prepare import write_audio, write_dataset_files
+from lipdub.pipeline.audio import MEL_STEP_SIZE, SAMPLE_RATE, indiv_mel_start, read_audio
+from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.generator import resolve_device
+from lipdub.training.data import IMG_SIZE, dataset_fps, load_videos, read_mel
+from lipdub.training.prepare import write_audio, write_dataset_files
 
 DRAW_SCALE = 4  # faces are drawn 4x larger and downscaled: smooth, sub-pixel edges
 MOUTH_INSIDE = (30, 22, 58)  # BGR, luminance ~35: nothing else in the lower half is this dark

@@ -7,8 +7,8 @@ the cosine exceeds 0.5).
 
 Usage::
 
-    from training.args import ExpertArgs, load_args
-    from training.train_expert import main
+    from lipdub.training.args import ExpertArgs, load_args
+    from lipdub.training.train_expert import main
     main(load_args(ExpertArgs, "expert", ["data.root=data/lrs2"]))
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from training.args import ExpertArgs, to_dict
-from training.checkpoints import (
+from lipdub.training.args import ExpertArgs, to_dict
+from lipdub.training.checkpoints import (
     checkpoint_path,
     latest_checkpoint,
     load_training_checkpoint,
@@ -30,11 +30,11 @@ from training.checkpoints import (
     rng_state,
     save_checkpoint,
 )
-from training.data import ExpertDataset, make_loader
-from training.logging_utils import MetricsLog
-from training.losses import cosine_loss
-from training.runtime import Precision, prepare_module, seed_everything, setup_device
-from training.tiny_models import build_expert
+from lipdub.training.data import ExpertDataset, make_loader
+from lipdub.training.logging_utils import MetricsLog
+from lipdub.training.losses import cosine_loss
+from lipdub.training.networks import build_expert
+from lipdub.training.runtime import Precision, prepare_module, seed_everything, setup_device
 
 VAL_SEED_OFFSET = 10_007  # val draws never share a seed with train draws
 

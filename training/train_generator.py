@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.weights import WeightsError
-from training.args import GeneratorArgs, to_dict
-from training.checkpoints import (
+from lipdub.models.weights import WeightsError
+from lipdub.training.args import GeneratorArgs, to_dict
+from lipdub.training.checkpoints import (
     DISC_PREFIX,
     checkpoint_path,
     latest_checkpoint,
@@ -42,12 +42,12 @@ from training.checkpoints import (
     rng_state,
     save_checkpoint,
 )
-from training.data import GeneratorDataset, make_loader
-from training.logging_utils import MetricsLog
-from training.losses import discriminator_losses, sync_loss
-from training.runtime import Precision, frozen, prepare_module, seed_everything, setup_device
-from training.tiny_models import build_discriminator, build_expert, build_generator
-from training.train_expert import VAL_SEED_OFFSET
+from lipdub.training.data import GeneratorDataset, make_loader
+from lipdub.training.logging_utils import MetricsLog
+from lipdub.training.losses import discriminator_losses, sync_loss
+from lipdub.training.networks import build_discriminator, build_expert, build_generator
+from lipdub.training.runtime import Precision, frozen, prepare_module, seed_everything, setup_device
+from lipdub.training.train_expert import VAL_SEED_OFFSET
 
 # --- losses -------------------------------------------------------------------------------------
 

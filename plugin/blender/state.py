@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 try:  # the installable zip vendors plugin/core as lipdub_blender/core
     from . import core
-except ImportError:  # running from a lipdub checkout
-    from plugin import core
+except ImportError:  # running from lipdub's own package (lipdub.plugin.blender)
+    from .. import core
 
 
 _secrets = {"api_key": core.api_key_from_env()}

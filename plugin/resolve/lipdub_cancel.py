@@ -24,9 +24,11 @@ def _bootstrap() -> None:
             return
 
 
-_bootstrap()
-
-from plugin.resolve.lipdub_dub import cancel_main  # noqa: E402 - after the path set-up
+if __package__:
+    from .lipdub_dub import cancel_main
+else:  # run by Resolve as a script
+    _bootstrap()
+    from plugin.resolve.lipdub_dub import cancel_main  # noqa: E402 - after the path set-up
 
 if __name__ == "__main__":
     cancel_main()

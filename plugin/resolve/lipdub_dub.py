@@ -33,10 +33,13 @@ def _bootstrap() -> None:
             return
 
 
-_bootstrap()
-
-from plugin import core  # noqa: E402 - after the path set-up
-from plugin.resolve import timeline as rt  # noqa: E402
+if __package__:  # imported: lipdub.plugin.resolve (installed) or plugin.resolve (a checkout)
+    from .. import core
+    from . import timeline as rt
+else:  # run by Resolve as a script: find the checkout first
+    _bootstrap()
+    from plugin import core  # noqa: E402 - after the path set-up
+    from plugin.resolve import timeline as rt  # noqa: E402
 
 
 def runs_file() -> str:

@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from plugin.core.client import api_key_from_env
+from ..core.client import api_key_from_env
 
 VIDEO = 1  # AppendToTimeline mediaType: video only (the dub's audio is the editor's own stems)
 CONFIG_ENV = "LIPDUB_RESOLVE_CONFIG"
