@@ -102,3 +102,27 @@ def test_the_checker_sees_forbidden_imports(tmp_path):
                      "lipdub.cli.main.main", "torch.nn"}
     assert {layer_of(n) for n in names} == {"os", "training", "pipeline", "cli", "torch"}
     assert {layer_of(n) for n in names} & FORBIDDEN["pipeline"] == {"training", "cli"}
+
+
+SYNC_PATH = ("lipdub.cli.sync", "lipdub.pipeline.clip_sync", "lipdub.pipeline.generator",
+             "lipdub.models.wav2lip")
+
+
+def file_of(module: str) -> Path:
+    parts = module.split(".")[1:]
+    path = ROOT.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def test_lipdub_sync_reaches_the_generator_in_five_modules_as_the_map_says():
+    assert len(SYNC_PATH) <= 5
+    for module, following in zip(SYNC_PATH, SYNC_PATH[1:]):
+        names = imported_names(file_of(module), module)
+        assert any(n == following or n.startswith(following + ".") for n in names), \
+            f"{module} does not import {following}"
+    module_map = (ROOT / "pipeline" / "__init__.py").read_text()
+    assert ("``lipdub.cli.sync`` -> ``clip_sync.sync_clip`` ->\n  ``generator.LipSyncModel`` -> "
+            "``lipdub.models.wav2lip``") in module_map
+    listed = {p.stem for p in (ROOT / "pipeline").rglob("*.py") if p.stem != "__init__"}
+    unmapped = sorted(m for m in listed if f"``{m}``" not in module_map)
+    assert not unmapped, f"modules missing from pipeline/__init__.py's map: {unmapped}"

@@ -74,9 +74,9 @@ def test_the_command_runs_from_the_wheel_alone(wheel, tmp_path):
         zf.extractall(tmp_path)
     code = ("import lipdub.cli.main as m, lipdub.pipeline.flows as f\n"
             "from importlib import resources\n"
-            "assert m.__file__.startswith(%r), m.__file__\n"
+            f"assert m.__file__.startswith({str(tmp_path)!r}), m.__file__\n"
             "assert resources.files('lipdub.configs').joinpath('weights.yaml').is_file()\n"
-            "raise SystemExit(m.main(['--help']))\n" % str(tmp_path))
+            "raise SystemExit(m.main(['--help']))\n")
     # The wheel's folder first on the path: the checkout's editable install is not used.
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
