@@ -2,9 +2,8 @@
 
 Without ``PREFECT_API_URL`` the flow runs against a temporary local Prefect server that lives
 as long as the command (:mod:`lipdub.pipeline.farm.temporary_server`); with it, the run shows up in
-that
-server's UI. A JSON summary is written beside the
-output, and the job is checked (every problem at once) before any heavy work starts.
+that server's UI. A JSON summary is written beside the output, and the job is checked (every problem
+at once) before any heavy work starts.
 """
 
 from __future__ import annotations

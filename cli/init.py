@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from lipdub.pipeline.job import JobSpecError, check_job_inputs, parse_job
     from lipdub.pipeline.media.decode import require_file
     from lipdub.pipeline.media.profiles import resolve_profile
-    from lipdub.pipeline.work_cache import writing
+    from lipdub.pipeline.partial_files import writing
 
     job_path: Path = args.job
     if job_path.suffix.lower() not in (".yaml", ".yml"):

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lipdub.cli.arguments import numbers
+from lipdub.pipeline import defaults
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     v.add_argument("--box", type=lambda t: numbers(t, 4, int), metavar="X1,Y1,X2,Y2",
                    help="fixed face box (pre-cropped footage): no detection")
     v.add_argument("--detector", help="face detector: registry name or file")
-    v.add_argument("--detect-every", type=int, default=2)
+    v.add_argument("--detect-every", type=int, default=defaults.PREPARE_DETECT_EVERY)
     v.add_argument("--detect-size", type=int, default=480)
     v.add_argument("--nosmooth", action="store_true")
     v.add_argument("--device", default="auto")

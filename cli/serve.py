@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from lipdub.pipeline import contract
+
 DEFAULT_POOL = "lipdub-local"
-DEFAULT_DEPLOYMENT = "lipdub"
+DEFAULT_DEPLOYMENT = contract.DEPLOYMENT
 HEARTBEAT_SECONDS = 30  # flow runs say they are alive (Prefect's least); 3 missed: Crashed
 ZOMBIE_AUTOMATION = "lipdub: crash flow runs whose heartbeats stop"
 
@@ -92,10 +94,9 @@ def deploy(pool: str, name: str) -> dict[str, str]:
         _ensure_zombie_automation(client)
     ids = {}
     # Module-path entrypoints (lipdub.pipeline.flows.dub_film): a run's process imports the flow
-    # from
-    # the installed lipdub, as every other module is imported. (A file-path entrypoint is
-    # loaded as a package named after its folder, beside the installed one: a second copy of
-    # every module it imports.) Each `serve` registers them again, replacing older ones.
+    # from the installed lipdub, as every other module is imported. (A file-path entrypoint is
+    # loaded as a package named after its folder, beside the installed one: a second copy of every
+    # module it imports.) Each `serve` registers them again, replacing older ones.
     for flow, queue in ((dub_film, FILMS_QUEUE), (track_chunk, GPU_QUEUE),
                         (sync_chunk, GPU_QUEUE)):
         ids[flow.name] = str(flow.deploy(

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from lipdub.pipeline import contract
+
 EXIT_FAILED = 1
 
 
@@ -22,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("submit", help="send a film job to the farm (Prefect server)",
                               description=__doc__.split("\n\n")[1])
     p.add_argument("job", type=Path, help="job spec (see configs/pipeline/example_job.yaml)")
-    p.add_argument("--deployment", default="dub_film/lipdub",
+    p.add_argument("--deployment", default=contract.FLOW_DEPLOYMENT,
                    help="deployment to run (default dub_film/lipdub)")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
     p.add_argument("--no-check", action="store_true",
@@ -107,7 +109,7 @@ def _progress(client, run_id) -> tuple[float, str]:
 
     found = client.read_artifacts(artifact_filter=ArtifactFilter(
         flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-        key=ArtifactFilterKey(any_=["lipdub-progress"])), limit=1)
+        key=ArtifactFilterKey(any_=[contract.PROGRESS_KEY])), limit=1)
     if not found:
         return 0.0, "waiting for a worker"
     return float(found[0].data or 0.0), found[0].description or ""

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lipdub.cli.arguments import numbers
+from lipdub.pipeline import defaults
 from lipdub.pipeline.media.profiles import PROFILES
 
 
@@ -43,30 +44,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="sync the face whose box contains this pixel")
     face.add_argument("--box", type=lambda t: numbers(t, 4, int), metavar="X1,Y1,X2,Y2",
                       help="fixed face box for every frame (no detection)")
-    face.add_argument("--pads", type=int, nargs=4, default=(0, 10, 0, 0),
+    face.add_argument("--pads", type=int, nargs=4, default=defaults.PADS,
                       metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                      help="pixels added to the detected box (default 0 10 0 0, as Wav2Lip)")
+                      help="pixels added to the detected box (default "
+                      f"{' '.join(map(str, defaults.PADS))}, as Wav2Lip)")
     face.add_argument("--nosmooth", action="store_true", help="do not smooth boxes over time")
-    face.add_argument("--detect-every", type=int, default=4,
+    face.add_argument("--detect-every", type=int, default=defaults.DETECT_EVERY,
                       help="run the detector on every N-th frame and interpolate between, "
                       "detecting the frames between too where faces appear, leave or move "
-                      "fast (default 4)")
-    face.add_argument("--detect-size", type=int, default=480,
-                      help="long side of the picture copy the detector sees (default 480)")
+                      "fast (default %(default)s)")
+    face.add_argument("--detect-size", type=int, default=defaults.DETECT_SIZE,
+                      help="long side of the picture copy the detector sees (default %(default)s)")
     face.add_argument("--detector", default=None,
                       help="RetinaFace weights: a file or registry name (default "
                       "retinaface_mobilenet0.25)")
     run = p.add_argument_group("processing")
     run.add_argument("--batch-size", type=int, default=None,
-                     help="generator batch (default 128 on a GPU, 8 on a CPU)")
-    run.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:0...")
+                     help=f"generator batch (default {defaults.GPU_BATCH} on a GPU, "
+                     f"{defaults.CPU_BATCH} on a CPU)")
+    run.add_argument("--device", default=defaults.DEVICE,
+                     help="auto (cuda if present), cpu, cuda:0...")
     run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
                      help="default fp16 on GPU, fp32 on CPU; bf16 is faster on recent CPUs")
     run.add_argument("--codec", choices=list(PROFILES), default=None,
                      help="output profile: prores_hq/prores_4444/dnxhr_hq/dnxhr_hqx (.mov), "
                           "ffv1 (.mkv), h264/h265 review copies (default: h264 for mp4/mov, "
                           "ffv1 for mkv)")
-    run.add_argument("--fps", type=float, default=25.0, help="frame rate for a still picture")
+    run.add_argument("--fps", type=float, default=defaults.STILL_FPS,
+                     help="frame rate for a still picture (default %(default)s)")
     run.add_argument("--accept-damaged", action="store_true",
                      help="go on past a damaged video (pictures the decoder had to conceal, a "
                      "file shorter than it announces) instead of refusing it; every affected "

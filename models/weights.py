@@ -16,8 +16,7 @@ Four on-disk formats are recognised by their first bytes (``sniff_format``):
 
 Every error message names the file and says how to fix the problem. The exceptions derive from
 ``WeightsError``, a :class:`lipdub.models.errors.UserError` as
-``lipdub.pipeline.errors.LipdubError`` is
-(``models`` must not import ``pipeline``).
+``lipdub.pipeline.errors.LipdubError`` is (``models`` must not import ``pipeline``).
 """
 
 from __future__ import annotations

@@ -14,16 +14,19 @@ The modules, by stage:
 ====================  ==========================================================================
 stage                 modules
 ====================  ==========================================================================
-job and settings      ``job`` (the job spec), ``roots`` (where a machine may read and write),
-                      ``weights_registry`` (official checkpoints), ``errors``
+job and settings      ``job`` (the job spec), ``defaults`` (one table for both entry paths),
+                      ``contract`` (what the editors' plugins rely on), ``roots`` (where a
+                      machine may read and write), ``weights_registry`` (official
+                      checkpoints), ``errors``
 media in and out      ``media/``: ``decode``, ``encode``, ``frames``, ``profiles``,
                       ``passthrough``, ``splice``, ``stream_copy``, ``timecode``, ``provenance``,
                       ``otio_export``, ``loudness``
 audio                 ``audio`` (Wav2Lip's mel), ``stems`` (dialogue stems, speech, the mix),
                       ``stem_mel`` and ``dub_process`` (mel in a child process)
 shots and faces       ``shots`` (PySceneDetect), ``faces/``: ``detector``, ``keyframes``,
-                      ``face_track``, ``motion_frames``, ``mouth_activity``; ``film_scan`` (a
-                      film's cuts and tracks, cached)
+                      ``face_track``, ``face_plan`` (a clip's boxes: sync and prepare),
+                      ``motion_frames``, ``mouth_activity``; ``film_scan`` (a film's cuts and
+                      tracks, cached)
 routing               ``routing`` (which face speaks each line), ``active_speaker`` and
                       ``expert_routing`` (its two judges), ``routing_report``
 lip sync              ``generator`` (batched Wav2Lip on face crops), ``composite`` (the mouth

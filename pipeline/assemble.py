@@ -3,9 +3,8 @@
 Unit results are opened when their first frame comes and dropped after their last, so memory
 holds only the units that overlap the current frame. When the source is intra-only and the
 output profile writes the same codec (:mod:`lipdub.pipeline.media.passthrough`), untouched pictures
-are copied
-packet for packet and only the edited ones are decoded and encoded; otherwise every picture is
-decoded and encoded once.
+are copied packet for packet and only the edited ones are decoded and encoded; otherwise every
+picture is decoded and encoded once.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from lipdub.pipeline import defaults
 from lipdub.pipeline.audio import (
     MEL_STEP_SIZE,
     DubMel,
@@ -34,16 +35,8 @@ from lipdub.pipeline.audio import (
 from lipdub.pipeline.background import in_background
 from lipdub.pipeline.composite import paste_faces
 from lipdub.pipeline.errors import LipdubError
-from lipdub.pipeline.faces.face_track import (
-    choose_face,
-    detection_size,
-    face_boxes,
-    link_tracks,
-    smooth_boxes,
-    track_gap,
-)
-from lipdub.pipeline.faces.keyframes import KeyframeDetector
-from lipdub.pipeline.generator import LipSyncModel, crop_face, padded_box, resolve_device
+from lipdub.pipeline.faces.face_plan import FaceOptions, FrameTimes, plan_boxes, scan_video
+from lipdub.pipeline.generator import LipSyncModel, crop_face, resolve_device
 from lipdub.pipeline.media.decode import VideoInfo, probe_video, require_file
 from lipdub.pipeline.media.encode import VideoWriter
 from lipdub.pipeline.media.frames import frame_from_planes, plane_arrays, to_bgr
@@ -52,33 +45,24 @@ from lipdub.pipeline.media.profiles import resolve_profile
 from lipdub.pipeline.media.provenance import provenance_metadata
 from lipdub.pipeline.media.stream_copy import CannotCopy, copy_video_stream
 from lipdub.pipeline.media.timecode import read_timecode
+from lipdub.pipeline.partial_files import write_text
 
 
 @dataclass
-class SyncOptions:
-    """Settings of one ``lipdub sync`` run (the CLI flags, one to one)."""
+class SyncOptions(FaceOptions):
+    """Settings of one ``lipdub sync`` run (the CLI flags, one to one): the face flags of
+    :class:`~lipdub.pipeline.faces.face_plan.FaceOptions` and these."""
 
     checkpoint: Path | None = None
-    face: str = "largest"  # largest | index | point | box
-    face_index: int = 0
-    face_point: tuple[float, float] | None = None
-    face_box: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2: no detection at all
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right (reference's)
-    batch_size: int | None = None  # None: the device's default (lipsync.default_batch_size)
-    device: str = "auto"
+    batch_size: int | None = None  # None: the device's (defaults.GPU_BATCH / CPU_BATCH)
+    device: str = defaults.DEVICE
     precision: str | None = None
-    smooth: bool = True
-    smooth_window: int = 5
-    detect_every: int = 4
-    refine_iou: float = 0.85  # keyframes whose faces overlap less: the frames between detected
-    detect_max_side: int = 480
     detector: str | None = None  # registry name or file of a RetinaFace checkpoint
     codec: str | None = None
-    still_fps: float = 25.0
-    match_colour: bool = True
+    still_fps: float = defaults.STILL_FPS
+    match_colour: bool = defaults.MATCH_COLOUR
     accept_damaged: bool = False  # go on past damage, listing it (lipdub.pipeline.media.decode)
     overwrite: bool = False
-    progress: bool | None = None  # None: on when stderr is a terminal
 
 
 @dataclass
@@ -120,19 +104,6 @@ class RunSummary:
     damage: list[dict] = field(default_factory=list)
 
 
-@dataclass
-class FrameTimes:
-    """Presentation times (s) of every frame and what is needed to re-time a still."""
-
-    times: np.ndarray
-    time_base: Fraction
-    frame_duration: float
-
-    @property
-    def duration(self) -> float:
-        return float(self.times[-1] - self.times[0] + self.frame_duration) if len(self.times) else 0
-
-
 def _progress(enabled: bool | None, **kw) -> tqdm:
     return tqdm(disable=not (sys.stderr.isatty() if enabled is None else enabled), **kw)
 
@@ -172,68 +143,6 @@ def still_frames(info: VideoInfo, count: int, fps: float) -> Iterator[av.VideoFr
 
 def still_time_base(fps: float) -> Fraction:
     return 1 / Fraction(fps).limit_denominator(1001)
-
-
-def scan_video(info: VideoInfo, detect: Callable | None, options: SyncOptions,
-               on_batch: Callable[[], None] | None = None, damage: list | None = None):
-    """Pass 1: every frame's time, and face detections on keyframes, refined where faces move.
-
-    Every ``detect_every``-th frame (and the last) is a keyframe. Where two consecutive
-    keyframes disagree (:func:`~lipdub.pipeline.faces.face_track.faces_moved`: a face appears or
-    leaves, a
-    cut, fast motion), the frames between them are detected too, so that interpolation only
-    bridges frames where faces move smoothly. Detection runs on a copy scaled (by libswscale, in
-    the same pass as the colour conversion) so that its long side is ``detect_max_side``; boxes
-    are mapped back to frame pixels.
-
-    Returns:
-        (FrameTimes, [(frame index, Detections)] in frame order).
-    """
-    times: list[float] = []
-    small_w, small_h = detection_size(info.width, info.height, options.detect_max_side)
-    back = (info.width / small_w, info.height / small_h)
-    keyframes = KeyframeDetector(detect, options.detect_every, options.refine_iou,
-                                 rescale=lambda d: _rescale(d, *back), on_batch=on_batch)
-    bar = _progress(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
-    with bar:
-        for index, frame in enumerate(info.frames(damage=damage)):
-            times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
-            if detect is not None:
-                keyframes.add(index, to_bgr(frame, small_w, small_h))
-            bar.update()
-    detections = keyframes.finish() if detect is not None else []
-    times_arr = np.asarray(times, dtype=np.float64)
-    steps = np.diff(times_arr)
-    if len(steps):
-        frame_duration = float(np.median(steps))
-    else:
-        frame_duration = float(1 / info.average_rate) if info.average_rate else 1 / 25
-    return FrameTimes(times_arr, info.time_base, frame_duration), detections
-
-
-def _rescale(dets, sx: float, sy: float):
-    from lipdub.models.face_detector import Detections
-
-    scale = np.array([sx, sy, sx, sy], np.float32)
-    return Detections(dets.boxes * scale, dets.scores, dets.landmarks * np.array([sx, sy]))
-
-
-def plan_boxes(n_frames: int, detections, options: SyncOptions, info: VideoInfo):
-    """Per-frame integer crop boxes (None where no face) and the tracks chosen."""
-    if options.face == "box":
-        boxes = np.tile(np.asarray(options.face_box, float), (n_frames, 1))
-        return [padded_box(b, (0, 0, 0, 0), info.width, info.height) for b in boxes], [], 0
-    every = options.detect_every
-    tracks = link_tracks(detections, max_gap=track_gap(every))
-    pieces = choose_face(tracks, mode=options.face, index=options.face_index,
-                         point=options.face_point)
-    # No hold past a track's ends: the scan detected every frame around them (refinement).
-    raw = face_boxes(pieces, n_frames, hold=0, max_gap=track_gap(every))
-    if options.smooth:
-        raw = smooth_boxes(raw, options.smooth_window)
-    plan = [None if np.isnan(b[0]) else padded_box(b, options.pads, info.width, info.height)
-            for b in raw]
-    return plan, [t.track_id for t in pieces], len(tracks)
 
 
 def _passed_ranges(plan) -> list[list[int]]:
@@ -290,9 +199,8 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
         The :class:`RunSummary` (also written to ``output`` + ``.json``).
 
     Raises:
-        MediaError, AudioError, LipdubError, lipdub.models.weights.WeightsError: bad input, before
-        any
-        output is written; nothing is left behind on failure.
+        MediaError, AudioError, LipdubError, lipdub.models.weights.WeightsError: bad input,
+        before any output is written; nothing is left behind on failure.
     """
     video, audio, output = Path(video), Path(audio), Path(output)
     clock = {"start": time.perf_counter()}
@@ -303,23 +211,9 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     source_pix_fmt = still_pix_fmt(info) if info.is_still else info.pix_fmt
     # The writer checks this too; asked here, a bad choice fails before the scan, not after.
     resolve_profile(options.codec, output.suffix.lower()).pix_fmt_for(source_pix_fmt)
-    # The dub's decode and the generator's load run beside the face scan (each is mostly one
-    # core's work); their errors are raised as soon as they happen, not after the scan.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-load") as pool:
-        dub_future = dub or pool.submit(dub_mel, audio)
-        model_future = pool.submit(LipSyncModel, options.checkpoint, device=options.device,
-                                   precision=options.precision) if model is None else None
-        device = model.device if model is not None else resolve_device(options.device)
-        if detector is None and options.face != "box":
-            from lipdub.pipeline.faces.detector import load_face_detector
-
-            detector = load_face_detector(options.detector, device=device)
-        clock["loaded"] = time.perf_counter()
-        background = [f for f in (dub_future, model_future) if f is not None]
-        damage: list = []  # what the scan met, when damage is accepted
-        dub, loaded, times, detections = _scan(info, detector, options, background, damage)
-        model = model or loaded
-
+    damage: list = []  # what the scan met, when damage is accepted
+    dub, model, times, detections = _load_and_scan(audio, info, options, model, detector, dub,
+                                                   damage, clock)
     if info.is_still:
         count = len(times.times)
         frames: Callable[[], Iterator] = lambda: still_frames(info, count, options.still_fps)  # noqa: E731
@@ -349,25 +243,15 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
         [None if box is not None else 0 for box in plan])]
     tags = provenance_metadata(synced_ranges, rate=rate, timecode=start_tc)
     summary.provenance, summary.timecode = tags, start_tc.text if start_tc else None
-    copied, copy_note = None, ""
-    if not info.is_still and all(box is None for box in plan):  # no face to sync anywhere
-        try:
-            copied = copy_video_stream(video, output, audio=audio, audio_start=float(t0),
-                                       duration=times.duration, timecode=summary.timecode,
-                                       metadata=tags)
-        except CannotCopy as exc:
-            copy_note = f"no face to sync, but no stream copy: {exc}; "
+    copied, copy_note = _copy_when_nothing_to_sync(video, output, audio, info, plan, times,
+                                                   float(t0), summary)
     if copied is not None:  # the source's coded pictures as they are
         synced, audio_report = 0, copied.audio
-        summary.profile = f"stream copy ({copied.codec})"
-        summary.packets_copied = copied.packets_copied
-        summary.passthrough = "stream copied whole: no face to sync"
     else:
         synced, audio_report = _write(video, output, info, options, audio, plan, mel,
                                       chunk_starts, model, frames, summary, source_pix_fmt,
                                       time_base, rate, float(t0), times.duration, copy_note)
     clock["rendered"] = time.perf_counter()
-
     summary.frames_synced = synced
     summary.frames_passed_through = n_frames - synced
     summary.passed_through_ranges = _passed_ranges(plan)
@@ -377,6 +261,52 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
     summary.chosen_tracks = chosen
     summary.face_boxes = [[i, *box] for i, box in enumerate(plan) if box is not None]
     summary.audio_report = asdict(audio_report) if audio_report else {}
+    _write_summary(summary, output, clock, n_frames)
+    return summary
+
+
+def _load_and_scan(audio: Path, info: VideoInfo, options: SyncOptions,
+                   model: LipSyncModel | None, detector, dub: Future[DubMel] | None,
+                   damage: list, clock: dict) -> tuple:
+    """The face scan, with the dub's decode and the generator's load beside it (each is mostly
+    one core's work); their errors are raised as soon as they happen, not after the scan.
+
+    Returns (the dub's DubMel, the generator, FrameTimes, detections)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-load") as pool:
+        dub_future = dub or pool.submit(dub_mel, audio)
+        model_future = pool.submit(LipSyncModel, options.checkpoint, device=options.device,
+                                   precision=options.precision) if model is None else None
+        device = model.device if model is not None else resolve_device(options.device)
+        if detector is None and options.face != "box":
+            from lipdub.pipeline.faces.detector import load_face_detector
+
+            detector = load_face_detector(options.detector, device=device)
+        clock["loaded"] = time.perf_counter()
+        background = [f for f in (dub_future, model_future) if f is not None]
+        dub, loaded, times, detections = _scan(info, detector, options, background, damage)
+    return dub, model or loaded, times, detections
+
+
+def _copy_when_nothing_to_sync(video: Path, output: Path, audio: Path, info: VideoInfo,
+                               plan: list, times, start: float, summary: RunSummary):
+    """No face to sync anywhere: the video stream copied whole. Returns (the copy's report or
+    None, a note for the summary when the copy could not be made)."""
+    if info.is_still or any(box is not None for box in plan):
+        return None, ""
+    try:
+        copied = copy_video_stream(video, output, audio=audio, audio_start=start,
+                                   duration=times.duration, timecode=summary.timecode,
+                                   metadata=summary.provenance)
+    except CannotCopy as exc:
+        return None, f"no face to sync, but no stream copy: {exc}; "
+    summary.profile = f"stream copy ({copied.codec})"
+    summary.packets_copied = copied.packets_copied
+    summary.passthrough = "stream copied whole: no face to sync"
+    return copied, ""
+
+
+def _write_summary(summary: RunSummary, output: Path, clock: dict, n_frames: int) -> None:
+    """The timings, then the summary beside the output (``OUT.json``)."""
     total = clock["rendered"] - clock["start"]
     summary.timings = {
         "load_s": round(clock["loaded"] - clock["start"], 3),
@@ -385,9 +315,8 @@ def sync_clip(video: str | Path, audio: str | Path, output: str | Path,
         "total_s": round(total, 3),
     }
     summary.frames_per_second = round(n_frames / total, 2) if total > 0 else 0.0
-    summary_path = output.with_name(output.name + ".json")
-    summary_path.write_text(json.dumps(asdict(summary), indent=2))
-    return summary
+    write_text(output.with_name(output.name + ".json"), json.dumps(asdict(summary), indent=2),
+               durable=True)
 
 
 def _write(video: Path, output: Path, info: VideoInfo, options: SyncOptions, audio: Path,
@@ -424,6 +353,24 @@ def _write(video: Path, output: Path, info: VideoInfo, options: SyncOptions, aud
     return synced, audio_report
 
 
+def _write_batch(pending: list, preds: list, writer: VideoWriter, match_colour: bool,
+                 bar) -> None:
+    """One generated batch into the output: faceless pictures copied (their packet) or encoded,
+    the others composited, then encoded or spliced into their packet."""
+    for (packet, frame, bgr, box), pred in zip(pending, preds):
+        if box is None and packet is not None:
+            writer.copy_packet(packet)
+        elif box is None:
+            writer.write(frame)
+        else:
+            frame = paste_faces(frame, [(box, pred)], bgr=bgr, match_colour=match_colour)
+            if packet is not None:
+                writer.write_spliced(frame, packet, [box])
+            else:
+                writer.write(frame)
+        bar.update()
+
+
 def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipSyncModel,
             writer: VideoWriter, options: SyncOptions, n_frames: int) -> int:
     """Pass 2: decode, batch the face crops through the generator, composite and encode.
@@ -445,20 +392,7 @@ def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipS
     def write_loop():
         try:
             while (item := results.get()) is not None:
-                pending, preds = item
-                for (packet, frame, bgr, box), pred in zip(pending, preds):
-                    if box is None and packet is not None:
-                        writer.copy_packet(packet)
-                    elif box is None:
-                        writer.write(frame)
-                    else:
-                        frame = paste_faces(frame, [(box, pred)], bgr=bgr,
-                                            match_colour=options.match_colour)
-                        if packet is not None:
-                            writer.write_spliced(frame, packet, [box])
-                        else:
-                            writer.write(frame)
-                    bar.update()
+                _write_batch(*item, writer, options.match_colour, bar)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the producer
             errors.append(exc)
             while results.get() is not None:

@@ -16,10 +16,10 @@ from lipdub.pipeline.errors import LipdubError
 from lipdub.pipeline.faces.face_track import (
     FaceTrack,
     detection_size,
-    group_faces,
     iou,
     link_tracks,
     smooth_boxes,
+    steady_faces,
     track_gap,
 )
 from lipdub.pipeline.faces.keyframes import KeyframeDetector
@@ -27,6 +27,7 @@ from lipdub.pipeline.faces.motion_frames import MotionFrames
 from lipdub.pipeline.faces.mouth_activity import mouth_deformation, mouth_from_square
 from lipdub.pipeline.media.decode import Damage, VideoInfo
 from lipdub.pipeline.media.frames import to_bgr
+from lipdub.pipeline.partial_files import writing
 from lipdub.pipeline.shots import (
     SHOT_DETECT_SIDE,
     Shot,
@@ -34,7 +35,6 @@ from lipdub.pipeline.shots import (
     shots_from_cuts,
     shots_from_list,
 )
-from lipdub.pipeline.work_cache import writing
 
 # Bumped whenever what a saved track holds changes meaning (2: mouth motion by optical flow in
 # the smoothed box; 3: keyframes every 4th frame, refined, motion still every 2nd), so that a
@@ -134,8 +134,7 @@ def track_shot(info: VideoInfo, scan: FilmScan, shot: Shot, detect: Callable, *,
     The mouth's motion is measured on every ``MOTION_STEP``-th frame; faces are detected on
     every ``every``-th (a multiple of it) and wherever two such keyframes disagree
     (:class:`~lipdub.pipeline.faces.keyframes.KeyframeDetector`, as ``lipdub sync`` detects); on
-    the motion
-    frames between, each face is followed from the keyframes by phase correlation
+    the motion frames between, each face is followed from the keyframes by phase correlation
     (:class:`~lipdub.pipeline.faces.motion_frames.MotionFrames`).
 
     Arguments:
@@ -182,9 +181,7 @@ def _tracks_from_detections(shot, detections, squares, back, every, smooth_windo
     pixels) and its motion frames' squares (film frame -> [(crop, square, box)])."""
     # Track in the small copy's pixels, then scale boxes to the film's.
     tracks = link_tracks(detections, max_gap=track_gap(every))
-    keyframes = len(detections)
-    groups = [g for g in group_faces(tracks)
-              if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)] or group_faces(tracks)
+    groups = steady_faces(tracks, keyframes=len(detections))
     groups.sort(key=lambda g: np.mean([t.mean_centre[0] for t in g]))
     out = []
     for order, group in enumerate(groups):

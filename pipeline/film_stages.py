@@ -3,8 +3,7 @@ and the fan-out chunk flows that run them on other machines (lipdub.pipeline.far
 
 Each stage reads and writes the film's work folder under names that hold everything the result
 depends on (lipdub.pipeline.work_cache), so whichever process computes a piece, every other one
-finds
-it there and nothing is computed twice.
+finds it there and nothing is computed twice.
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from lipdub.pipeline.film_scan import (
 from lipdub.pipeline.film_units import SyncUnit, lipsync_unit, unit_boxes, unit_key
 from lipdub.pipeline.job import JobSpec
 from lipdub.pipeline.media.decode import Damage, VideoInfo
+from lipdub.pipeline.partial_files import writing
 from lipdub.pipeline.shots import shots_from_cuts
 from lipdub.pipeline.stem_mel import stem_mel
 from lipdub.pipeline.stems import StemAnalysis
-from lipdub.pipeline.work_cache import cache_key, file_sha256, writing
+from lipdub.pipeline.work_cache import cache_key, file_sha256
 
 SCAN_VERSION = 1  # of what a cached scan holds
 

@@ -28,8 +28,8 @@ from lipdub.pipeline.film_scan import FilmScan, TrackInfo
 from lipdub.pipeline.generator import LipSyncModel, crop_face, padded_box
 from lipdub.pipeline.media.decode import VideoInfo
 from lipdub.pipeline.media.frames import to_bgr
+from lipdub.pipeline.partial_files import writing
 from lipdub.pipeline.routing import Decision
-from lipdub.pipeline.work_cache import writing
 
 # Part of every unit's cache key: bumped when the same inputs give other pictures (2: mel
 # windows picked as the reference picks them), so that no older result is served.

@@ -15,10 +15,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future as ConcurrentFuture
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -33,8 +34,8 @@ from prefect.futures import as_completed
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from lipdub.pipeline import stopping
-from lipdub.pipeline.assemble import assemble_film
+from lipdub.pipeline import contract, stopping
+from lipdub.pipeline.assemble import Assembly, assemble_film
 from lipdub.pipeline.errors import LipdubError
 from lipdub.pipeline.farm.fan_out import (
     Chunk,
@@ -62,9 +63,15 @@ from lipdub.pipeline.film_units import SyncUnit, film_fingerprint, units_from_de
 from lipdub.pipeline.job import JobSpec, check_job_inputs, parse_job
 from lipdub.pipeline.media.decode import VideoInfo, probe_video
 from lipdub.pipeline.media.provenance import provenance_metadata
-from lipdub.pipeline.media.timecode import FrameClock, read_timecode
-from lipdub.pipeline.partial_files import remove_stale_partials
-from lipdub.pipeline.qc.verdict import QCFlagged, flagged_rows, verdict_line, verdict_name
+from lipdub.pipeline.media.timecode import FrameClock, Timecode, read_timecode
+from lipdub.pipeline.partial_files import remove_stale_partials, write_text
+from lipdub.pipeline.qc.verdict import (
+    QCFlagged,
+    QCOutcome,
+    flagged_rows,
+    verdict_line,
+    verdict_name,
+)
 from lipdub.pipeline.roots import require_within_roots, roots_from_env
 from lipdub.pipeline.routing import Decision, FilmRouting, route_film
 from lipdub.pipeline.run_progress import RunProgress
@@ -80,7 +87,7 @@ from lipdub.pipeline.stem_mel import stem_mel
 from lipdub.pipeline.stems import StemAnalysis, mix_stems, stem_analysis
 from lipdub.pipeline.stopping import workers_stop_with_me
 from lipdub.pipeline.turns import Turns
-from lipdub.pipeline.work_cache import cache_key, file_sha256, writing
+from lipdub.pipeline.work_cache import cache_key, file_sha256
 
 __all__ = ["dub_film", "scan_task", "tracks_path"]
 
@@ -118,11 +125,10 @@ def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
 
 @task(name="assemble", cache_policy=NO_CACHE)
 def assemble_task(job: JobSpec, info: VideoInfo, scan: FilmScan, results: list[tuple],
-                  audio: Path, timecode: str | None, metadata: dict[str, str]) -> dict:
-    done = assemble_film(info, scan, results, job.output.path, audio=audio,
+                  audio: Path, timecode: str | None, metadata: dict[str, str]) -> Assembly:
+    return assemble_film(info, scan, results, job.output.path, audio=audio,
                          codec=job.output.codec, match_colour=job.settings.match_colour,
                          timecode=timecode, metadata=metadata)
-    return asdict(done)
 
 
 @task(name="route", cache_policy=NO_CACHE)
@@ -141,7 +147,7 @@ def route_task(job: JobSpec, info: VideoInfo, scan: FilmScan, tracks: dict, stem
 
 @task(name="qc", cache_policy=NO_CACHE)
 def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
-            header: dict) -> dict:
+            header: dict) -> QCOutcome:
     import numpy as np
 
     from lipdub.pipeline.qc.checks import QCSegment, run_qc
@@ -158,15 +164,15 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
                     out.with_name(out.stem + "_qc"), source=job.film, lse=job.checkpoints.lse,
                     expert=job.checkpoints.expert, device="cpu", header=header,
                     source_damage_accepted=job.settings.accept_damaged, stems=job.stems)
-    return {"html": report["html"], "json": report["json"],
-            "shots": len(report["shots"]), "report": report,
-            "verdict": verdict_line(report["shots_flagged"], len(report["shots"])),
-            "shots_flagged": report["shots_flagged"],
-            "segments_flagged": report["segments_flagged"],
-            "sync_model": report["sync_model"], "loudness": report["loudness"]}
+    return QCOutcome(html=report["html"], json=report["json"], shots=len(report["shots"]),
+                     verdict=verdict_line(report["shots_flagged"], len(report["shots"])),
+                     shots_flagged=report["shots_flagged"],
+                     segments_flagged=report["segments_flagged"],
+                     sync_model=report["sync_model"], loudness=report["loudness"],
+                     report=report)
 
 
-@flow(name="dub_film", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name=contract.FLOW, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def dub_film(job: dict | str) -> dict:
     """Dub a film as the job spec says (a dict, YAML text or a path to a YAML file)."""
     # The run's tags (film, characters) label it in the UI; its task runs do not take them up:
@@ -176,11 +182,54 @@ def dub_film(job: dict | str) -> dict:
         return _dub_film(job)
 
 
+@dataclass
+class _Run:
+    """What a film run knows so far, handed from phase to phase of :func:`_dub_film`."""
+
+    spec: JobSpec
+    info: VideoInfo
+    film_id: str
+    work: Path
+    log: Any
+    progress: RunProgress
+    clock: dict[str, float]  # when each phase ended (time.perf_counter), for the summary
+    scan: FilmScan | None = None
+    fan: _FanOut | None = None
+    detector_sha: str = ""
+    tracks: dict[int, list[TrackInfo]] = field(default_factory=dict)
+    stems: dict[str, StemAnalysis] = field(default_factory=dict)
+    routing: FilmRouting | None = None
+    units: list[SyncUnit] = field(default_factory=list)
+    start_tc: Timecode | None = None
+
+    def faces(self) -> list[TrackInfo]:
+        return [t for ts in self.tracks.values() for t in ts]
+
+
 def _dub_film(job: dict | str) -> dict:
-    log = get_run_logger()
+    run = _open_run(job)
+    _scan_film(run)
+    _tracks_and_stems(run)
+    _route(run)
+    audio, mix = (run.spec.output.audio, None) if run.spec.output.audio else _dub_mix(run)
+    tags = provenance_metadata([asdict(u) for u in run.units], rate=run.info.average_rate,
+                               timecode=run.start_tc)
+    results, done = _sync_and_assemble(run, audio, tags)
+    run.progress.update("qc", 0, 1, "timeline and QC report")
+    otio_path = _export_timeline(run, results, tags)
+    qc = _qc(run, results, audio, mix, tags) if run.spec.output.qc else None
+    run.clock["checked"] = time.perf_counter()
+    summary = _summary(run, results, done, mix, qc, tags, otio_path)
+    return _finish(run, summary, qc, done.changed)
+
+
+def _open_run(job: dict | str) -> _Run:
+    """The job read and checked (paths inside the machine's roots before any file is opened),
+    the film probed, its work folder ready (a killed run's half-written files swept)."""
     clock = {"start": time.perf_counter()}
+    log = get_run_logger()
     spec = parse_job(Path(job) if isinstance(job, str) and "\n" not in job else job)
-    require_within_roots(spec, roots_from_env())  # before any file is opened
+    require_within_roots(spec, roots_from_env())
     check_job_inputs(spec)
     log.info("dubbing %s into %s; characters: %s", spec.film, spec.output.path,
              ", ".join(spec.stems))
@@ -188,42 +237,61 @@ def _dub_film(job: dict | str) -> dict:
     film_id = film_fingerprint(spec.film)
     work = film_work_dir(spec, film_id)
     work.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(work, recursive=True)  # a killed run's half-written files
-
-    artifact = create_progress_artifact(0.0, key="lipdub-progress", description="scanning")
+    remove_stale_partials(work, recursive=True)
+    artifact = create_progress_artifact(0.0, key=contract.PROGRESS_KEY, description="scanning")
     progress = RunProgress(lambda percent, text: update_progress_artifact(
         artifact, percent, description=text))
-    progress.update("scan", 0, 1, "finding the shots")
-    scan = scan_task(spec, info, work)
-    clock["scanned"] = time.perf_counter()
-    log.info("%d frames, %d shots", len(scan.times), len(scan.shots))
-    for damage in scan.damage:  # accepted (settings.accept_damaged), never silent
-        log.warning("damaged film: frame %d%s: %s", damage.frame,
-                    f" ({damage.time:.3f} s)" if damage.time is not None else "", damage.what)
-    detector_sha = detector_identity(spec)
-    stem_futures = {c: stem_task.submit(spec, c, work) for c in spec.stems}
+    return _Run(spec, info, film_id, work, log, progress, clock)
+
+
+def _scan_film(run: _Run) -> None:
+    run.progress.update("scan", 0, 1, "finding the shots")
+    run.scan = scan_task(run.spec, run.info, run.work)
+    run.clock["scanned"] = time.perf_counter()
+    run.log.info("%d frames, %d shots", len(run.scan.times), len(run.scan.shots))
+    for damage in run.scan.damage:  # accepted (settings.accept_damaged), never silent
+        run.log.warning("damaged film: frame %d%s: %s", damage.frame,
+                        f" ({damage.time:.3f} s)" if damage.time is not None else "",
+                        damage.what)
+
+
+def _tracks_and_stems(run: _Run) -> None:
+    """Face tracks (here or on the farm) while the stems are analysed in task threads."""
+    spec = run.spec
+    run.detector_sha = detector_identity(spec)
+    stem_futures = {c: stem_task.submit(spec, c, run.work) for c in spec.stems}
     farm = find_farm(spec.distribute.mode, _deployment_name())
-    fan = _FanOut(spec, info, scan, work, film_id, farm, log) if farm else None
     if farm:
-        log.info("fanning out to %d chunk worker(s) in pool %s: %s", len(farm.workers),
-                 farm.pool, ", ".join(farm.workers))
-    tracks = (fan.tracks(detector_sha, progress) if fan
-              else _tracks_here(spec, info, scan, work, detector_sha, progress))
-    clock["tracked"] = time.perf_counter()
-    stems = {c: f.result() for c, f in stem_futures.items()}
-    clock["analysed"] = time.perf_counter()
+        run.fan = _FanOut(spec, run.info, run.scan, run.work, run.film_id, farm, run.log)
+        run.log.info("fanning out to %d chunk worker(s) in pool %s: %s", len(farm.workers),
+                     farm.pool, ", ".join(farm.workers))
+        run.tracks = run.fan.tracks(run.detector_sha, run.progress)
+    else:
+        run.tracks = _tracks_here(spec, run.info, run.scan, run.work, run.detector_sha,
+                                  run.progress)
+    run.clock["tracked"] = time.perf_counter()
+    run.stems = {c: f.result() for c, f in stem_futures.items()}
+    run.clock["analysed"] = time.perf_counter()
 
-    progress.update("routing", 0, 1, "who speaks")
-    routing = route_task(spec, info, scan, tracks, stems, work, film_id)
-    decisions = routing.decisions
-    units = units_from_decisions(decisions)
-    start_tc = read_timecode(spec.film)
-    _publish_tables(scan, tracks, stems, decisions,
-                    FrameClock(info.average_rate or 1 / scan.frame_duration, start_tc))
-    clock["routed"] = time.perf_counter()
 
-    weights_sha = generator_sha(spec)
-    by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
+def _route(run: _Run) -> None:
+    """Who speaks each line; the units to lip-sync; the run's tables in the UI."""
+    run.progress.update("routing", 0, 1, "who speaks")
+    run.routing = route_task(run.spec, run.info, run.scan, run.tracks, run.stems, run.work,
+                             run.film_id)
+    run.units = units_from_decisions(run.routing.decisions)
+    run.start_tc = read_timecode(run.spec.film)
+    _publish_tables(run.scan, run.tracks, run.stems, run.routing.decisions,
+                    FrameClock(run.info.average_rate or 1 / run.scan.frame_duration,
+                               run.start_tc))
+    run.clock["routed"] = time.perf_counter()
+
+
+def _sync_and_assemble(run: _Run, audio: Path, tags: dict[str, str]) -> tuple[list, Assembly]:
+    """Lip-sync the units (here or on the farm) while the film is assembled beside them: the
+    assembly waits for each unit's pictures when it reaches them. Returns (unit, result) in
+    film order and the assembly's report."""
+    spec, units, clock, progress = run.spec, run.units, run.clock, run.progress
     to_sync = sum(u.end - u.start for u in units)
     progress.update("lip sync", 0, to_sync, f"0 of {to_sync} frames")
     synced = {"frames": 0}
@@ -234,80 +302,59 @@ def _dub_film(job: dict | str) -> dict:
         progress.update("lip sync", synced["frames"], to_sync,
                         f"{synced['frames']} of {to_sync} frames, {rate:.1f} frames/s")
 
-    audio, mix = (spec.output.audio, None) if spec.output.audio else _dub_mix(spec, scan, work)
-    if mix and mix["clipped_samples"]:
-        log.warning("the stems summed past full scale: %d samples clipped (peak %.2f x full "
-                    "scale); give output.audio a mastered mix", mix["clipped_samples"],
-                    mix["peak"])
-    tags = provenance_metadata([asdict(u) for u in units], rate=info.average_rate,
-                               timecode=start_tc)
-
-    # The film is assembled while its units are lip-synced (here or on the farm): the assembly
-    # waits for each unit's pictures when it reaches them.
+    weights_sha = generator_sha(spec)
     files = _UnitFiles(len(units))
-    assembly = assemble_task.submit(spec, info, scan, [(u.start, u.end, wait) for u, wait
-                                                       in zip(units, files.waiters())], audio,
-                                    start_tc.text if start_tc else None, tags)
+    assembly = assemble_task.submit(
+        spec, run.info, run.scan, [(u.start, u.end, wait) for u, wait
+                                   in zip(units, files.waiters())], audio,
+        run.start_tc.text if run.start_tc else None, tags)
     try:
         with workers_stop_with_me():  # first: a stop is known before the finally below
-            if fan:
-                finished = fan.units(units, tracks, stems, detector_sha, weights_sha,
-                                     unit_done, files.done)
+            if run.fan:
+                finished = run.fan.units(units, run.tracks, run.stems, run.detector_sha,
+                                         weights_sha, unit_done, files.done)
             else:
-                finished = _sync_here(spec, info, scan, units, by_track, stems, film_id,
-                                      weights_sha, work, unit_done, files.done)
+                by_track = {(t.shot, t.track_id): t for t in run.faces()}
+                finished = _sync_here(spec, run.info, run.scan, units, by_track, run.stems,
+                                      run.film_id, weights_sha, run.work, unit_done, files.done)
     finally:
         files.end()
-    results = [(u, finished[i]) for i, u in enumerate(units)]  # in film order
     clock["synced"] = time.perf_counter()
     progress.update("assembly", 0, 1, "writing the output")
     done = assembly.result()
-    changed = done["changed"]
-    if done["size_note"]:
-        log.warning("%s", done["size_note"])
+    if done.size_note:
+        run.log.warning("%s", done.size_note)
     clock["assembled"] = time.perf_counter()
-    progress.update("qc", 0, 1, "timeline and QC report")
-    otio_path = _export_timeline(spec, info, scan, results, start_tc, tags,
-                                 describe_faces(t for ts in tracks.values() for t in ts))
-    qc = None
-    if spec.output.qc:
-        from lipdub.pipeline.routing_report import routing_by_shot
+    return [(u, finished[i]) for i, u in enumerate(units)], done
 
-        segments = [seg for st in stems.values() for seg in st.segments]
-        qc = qc_task(spec, scan, results, audio, {
-            "consent": spec.consent, "provenance": tags, "stem_mix": mix,
-            "damage": [asdict(d) for d in scan.damage],
-            "timecode": start_tc.as_dict() if start_tc else None,
-            "routing": routing_by_shot(scan, tracks, segments, decisions, routing.heard)})
-    clock["checked"] = time.perf_counter()
-    summary = _summary(spec, scan, tracks, stems, decisions, results, changed,
-                       done["audio"] or {}, clock)
-    summary["stem_mix"] = mix
-    summary["damage"] = [asdict(d) for d in scan.damage]
-    summary["chunks"] = fan.records if fan else []
-    summary.update({"profile": done["profile"], "pix_fmt": done["pix_fmt"],
-                    "packets_copied": done["packets_copied"],
-                    "frames_encoded": done["frames_encoded"], "passthrough": done["passthrough"],
-                    "size_note": done["size_note"],
-                    "timecode": start_tc.as_dict() if start_tc else None,
-                    "provenance": tags, "otio": str(otio_path),
-                    "qc": {k: v for k, v in qc.items() if k != "report"} if qc else None})
-    from prefect.runtime import flow_run
 
-    summary["flow_run"] = {"id": str(flow_run.id), "name": flow_run.name,
-                           "tags": sorted(flow_run.tags or [])}
-    summary_path = spec.output.path.with_name(spec.output.path.name + ".json")
-    with writing(summary_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    progress.finish()
-    verdict = _publish_qc(spec, info, qc, start_tc, log) if qc else None
+def _qc(run: _Run, results: list, audio: Path, mix: dict | None, tags: dict) -> QCOutcome:
+    from lipdub.pipeline.routing_report import routing_by_shot
+
+    segments = [seg for st in run.stems.values() for seg in st.segments]
+    return qc_task(run.spec, run.scan, results, audio, {
+        "consent": run.spec.consent, "provenance": tags, "stem_mix": mix,
+        "damage": [asdict(d) for d in run.scan.damage],
+        "timecode": run.start_tc.as_dict() if run.start_tc else None,
+        "routing": routing_by_shot(run.scan, run.tracks, segments, run.routing.decisions,
+                                   run.routing.heard)})
+
+
+def _finish(run: _Run, summary: dict, qc: QCOutcome | None, changed: int):
+    """The summary written beside the output, the verdict and the result in Prefect; the
+    run's end state (Completed, named after a QC verdict, or Failed when the job asks)."""
+    spec = run.spec
+    summary_path = spec.output.path.with_name(spec.output.path.name + contract.SUMMARY_SUFFIX)
+    write_text(summary_path, json.dumps(summary, indent=2), durable=True)
+    run.progress.finish()
+    verdict = _publish_qc(spec, run.info, qc, run.start_tc, run.log) if qc else None
     create_markdown_artifact(
-        f"**{spec.output.path.name}**: {changed} of {len(scan.times)} frames changed, "
+        f"**{spec.output.path.name}**: {changed} of {len(run.scan.times)} frames changed, "
         f"{summary['units_computed']} units computed, {summary['units_cached']} from cache."
-        + (f" QC: {qc['shots_flagged']} shot(s) flagged ({qc['html']})." if qc else ""),
-        key="lipdub-result", description="dubbed film")
+        + (f" QC: {qc.shots_flagged} shot(s) flagged ({qc.html})." if qc else ""),
+        key=contract.RESULT_KEY, description="dubbed film")
     if verdict and spec.output.qc_fail_on == "flagged":
-        raise QCFlagged(f"{verdict} ({qc['html']}); the job's output.qc_fail_on is 'flagged': "
+        raise QCFlagged(f"{verdict} ({qc.html}); the job's output.qc_fail_on is 'flagged': "
                         f"{spec.output.path} is written, review it before delivery")
     # Completed either way; a flagged film's state says so in the runs list.
     return Completed(name=verdict, data=summary) if verdict else summary
@@ -386,8 +433,7 @@ def _tracks_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, det
 
 class _FanOut:
     """Tracking and lip sync as chunk runs on the farm's workers (lipdub.pipeline.farm.fan_out);
-    what is
-    in the work folder already is never chunked."""
+    what is in the work folder already is never chunked."""
 
     def __init__(self, spec: JobSpec, info: VideoInfo, scan: FilmScan, work: Path, film_id: str,
                  farm: Farm, log):
@@ -486,42 +532,47 @@ class _FanOut:
         return finished
 
 
-def _publish_qc(spec: JobSpec, info: VideoInfo, qc: dict, start_tc, log) -> str | None:
+def _publish_qc(spec: JobSpec, info: VideoInfo, qc: QCOutcome, start_tc, log) -> str | None:
     """The QC verdict in Prefect: the ``lipdub-qc`` table and a warning per flagged segment;
     returns the run's state name (None when nothing was flagged)."""
-    rows = flagged_rows(qc["report"], info.average_rate or 25, start_tc)
+    rows = flagged_rows(qc.report, info.average_rate or 25, start_tc)
     for row in rows:
         log.warning("QC: shot %d, %s, %s-%s (%s): %s", row["shot"], row["character"] or "?",
                     row["timecode in"], row["timecode out"], row["segment"], row["reason"])
-    verdict = verdict_name(qc["shots_flagged"], qc["shots"])
+    verdict = verdict_name(qc.shots_flagged, qc.shots)
     create_table_artifact(
-        rows or [{"shot": "none", "reason": f"no shot flagged of {qc['shots']}"}],
-        key="lipdub-qc",
+        rows or [{"shot": "none", "reason": f"no shot flagged of {qc.shots}"}],
+        key=contract.QC_KEY,
         description=f"{verdict or 'QC: nothing flagged'}; report: [qc.html]"
-                    f"({Path(qc['html']).resolve().as_uri()}) (frames: first to end, exclusive)")
+                    f"({Path(qc.html).resolve().as_uri()}) (frames: first to end, exclusive)")
     return verdict
 
 
-def _dub_mix(spec: JobSpec, scan: FilmScan, work: Path) -> tuple[Path, dict]:
+def _dub_mix(run: _Run) -> tuple[Path, dict]:
     """The stems summed (kept under their content: made once, never rewritten in place), and
     what the sum did (clipped samples, peak)."""
-    stems = list(spec.stems.values())
-    key = cache_key("mix", [file_sha256(p) for p in stems], round(scan.duration, 6))
-    path, report_path = work / f"dub_mix_{key}.wav", work / f"dub_mix_{key}.json"
+    stems = list(run.spec.stems.values())
+    key = cache_key("mix", [file_sha256(p) for p in stems], round(run.scan.duration, 6))
+    path, report_path = run.work / f"dub_mix_{key}.wav", run.work / f"dub_mix_{key}.json"
     if path.exists() and report_path.exists():
-        return path, json.loads(report_path.read_text())
-    mix = mix_stems(stems, path, scan.duration)
-    report = {"clipped_samples": mix.clipped_samples, "peak": round(mix.peak, 4)}
-    with writing(report_path) as tmp:
-        tmp.write_text(json.dumps(report))
+        report = json.loads(report_path.read_text())
+    else:
+        mix = mix_stems(stems, path, run.scan.duration)
+        report = {"clipped_samples": mix.clipped_samples, "peak": round(mix.peak, 4)}
+        write_text(report_path, json.dumps(report))
+    if report["clipped_samples"]:
+        run.log.warning("the stems summed past full scale: %d samples clipped (peak %.2f x full "
+                        "scale); give output.audio a mastered mix", report["clipped_samples"],
+                        report["peak"])
     return path, report
 
 
-def _export_timeline(spec: JobSpec, info: VideoInfo, scan: FilmScan, results, start_tc,
-                     tags: dict, faces: dict[tuple[int, int], str]) -> Path:
+def _export_timeline(run: _Run, results: list, tags: dict) -> Path:
     """The OTIO timeline of the delivered file (shots on V1, dubbed segments above)."""
     from lipdub.pipeline.media.otio_export import Span, build_timeline, write_timeline
 
+    spec, info, scan, start_tc = run.spec, run.info, run.scan, run.start_tc
+    faces = describe_faces(run.faces())
     out = spec.output.path
     shots = [Span(f"shot {s.index}", s.start, s.end, {"shot": s.index}) for s in scan.shots]
     segments = [Span(u.name, u.start, u.end, {"shot": u.shot, "character": u.character,
@@ -548,26 +599,31 @@ def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision],
                           description=f"routing decisions ({FRAMES_NOTE})")
 
 
-def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_report, clock):
+def _summary(run: _Run, results: list, done: Assembly, mix: dict | None, qc: QCOutcome | None,
+             tags: dict, otio_path: Path) -> dict:
+    """The run summary written beside the output (``OUT.json``)."""
+    from prefect.runtime import flow_run
+
+    spec, scan, clock = run.spec, run.scan, run.clock
     computed = sum(1 for _, r in results if not r["cached"])
-    faces = describe_faces(t for ts in tracks.values() for t in ts)
+    faces = describe_faces(run.faces())
     return {
         "film": str(spec.film),
         "output": str(spec.output.path),
         "frames": int(len(scan.times)),
-        "frames_changed": int(changed),
+        "frames_changed": int(done.changed),
         "shots": [{"index": s.index, "start": s.start, "end": s.end,
                    "start_time": s.start_time, "end_time": s.end_time} for s in scan.shots],
         # Frames half-open, as everywhere ([first, end)); faces by their place.
         "tracks": [{"shot": t.shot, "track": t.track_id, "order": t.order,
                     "face": faces[(t.shot, t.track_id)], "first": t.first, "end": t.last + 1}
-                   for ts in tracks.values() for t in ts],
-        "segments": [asdict(seg) for st in stems.values() for seg in st.segments],
-        "decisions": [asdict(d) for d in decisions],
+                   for t in run.faces()],
+        "segments": [asdict(seg) for st in run.stems.values() for seg in st.segments],
+        "decisions": [asdict(d) for d in run.routing.decisions],
         "units": [{**asdict(u), "cached": r["cached"], "result": r["path"]} for u, r in results],
         "units_computed": computed,
         "units_cached": len(results) - computed,
-        "audio_report": audio_report,
+        "audio_report": asdict(done.audio) if done.audio else {},
         "consent": spec.consent,
         "timings": {
             "analysis_s": round(clock["analysed"] - clock["start"], 2),
@@ -577,4 +633,15 @@ def _summary(spec, scan, tracks, stems, decisions, results, changed, audio_repor
             "assembly_s": round(clock["assembled"] - clock["synced"], 2),
             "qc_s": round(clock["checked"] - clock["assembled"], 2),
         },
+        "stem_mix": mix,
+        "damage": [asdict(d) for d in scan.damage],
+        "chunks": run.fan.records if run.fan else [],
+        **{key: getattr(done, key) for key in ("profile", "pix_fmt", "packets_copied",
+                                               "frames_encoded", "passthrough", "size_note")},
+        "timecode": run.start_tc.as_dict() if run.start_tc else None,
+        "provenance": tags,
+        "otio": str(otio_path),
+        "qc": qc.summary() if qc else None,
+        "flow_run": {"id": str(flow_run.id), "name": flow_run.name,
+                     "tags": sorted(flow_run.tags or [])},
     }

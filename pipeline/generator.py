@@ -11,6 +11,7 @@ import torch
 from lipdub.models.fuse import fold_batchnorm
 from lipdub.models.wav2lip import Wav2Lip
 from lipdub.models.weights import load_weights
+from lipdub.pipeline import defaults
 from lipdub.pipeline.errors import LipdubError
 from lipdub.pipeline.weights_registry import resolve_weights_file
 
@@ -38,9 +39,8 @@ def default_precision(device: torch.device) -> str:
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Generator batch when none is given: the reference's 128 on a GPU; 8 on a CPU, where
-    larger batches are no faster but each 8 more frames hold ~100 MB more activations."""
-    return 128 if device.type == "cuda" else 8
+    """Generator batch when none is given (lipdub.pipeline.defaults says why)."""
+    return defaults.GPU_BATCH if device.type == "cuda" else defaults.CPU_BATCH
 
 
 class LipSyncModel:

@@ -15,6 +15,7 @@ file), before any heavy work starts. Relative paths are taken from the job file'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from lipdub.pipeline import contract, defaults
 from lipdub.pipeline.errors import LipdubError
 
 
@@ -101,16 +103,16 @@ class Settings(_Strict):
                              "original audio; use route_min_z (default 2.0) and route_margin_z")
         return data
 
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
-    batch_size: int | None = Field(default=None, ge=1)  # None: 128 on a GPU, 8 on a CPU
-    device: str = "auto"
+    pads: tuple[int, int, int, int] = defaults.PADS
+    batch_size: int | None = Field(default=None, ge=1)  # None: defaults.GPU_BATCH / CPU_BATCH
+    device: str = defaults.DEVICE
     precision: Literal["fp32", "bf16", "fp16"] | None = None
-    smooth_window: int = Field(default=5, ge=1)
+    smooth_window: int = Field(default=defaults.SMOOTH_WINDOW, ge=1)
     detect_every: int = Field(
-        default=4, ge=2, multiple_of=2,
+        default=defaults.DETECT_EVERY, ge=2, multiple_of=2,
         description="film tracking detects faces on every N-th frame (and where faces move); "
         "mouth motion is measured on every 2nd frame, so N is even")
-    detect_size: int = Field(default=480, ge=64)
+    detect_size: int = Field(default=defaults.DETECT_SIZE, ge=64)
     shot_threshold: float = Field(default=27.0, gt=0)
     min_segment: float = Field(default=0.3, ge=0, description="shortest speech segment, s")
     route_min_z: float = Field(
@@ -128,7 +130,7 @@ class Settings(_Strict):
         default=0.05, ge=0,
         description="with checkpoints.expert: how much more in sync with the original audio "
         "the chosen face must be than the next one (expert confidence units)")
-    match_colour: bool = True
+    match_colour: bool = defaults.MATCH_COLOUR
     accept_damaged: bool = Field(
         default=False, description="go on past a damaged film (pictures the decoder had to "
         "conceal, a file that ends before its announced count) instead of refusing it; every "
@@ -165,8 +167,8 @@ class JobSpec(_Strict):
     @classmethod
     def _names(cls, stems: dict[str, Path]) -> dict[str, Path]:
         for name in stems:
-            if not name or not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"character name {name!r}: use letters, digits, - and _")
+            if not re.fullmatch(contract.CHARACTER_NAME, name):
+                raise ValueError(f"character name {name!r}: {contract.CHARACTER_NAME_RULE}")
         return stems
 
     def resolved(self, base: Path) -> JobSpec:
@@ -278,10 +280,27 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
     Raises:
         JobSpecError: listing every problem found.
     """
-    from lipdub.pipeline.faces.detector import resolve_detector
+    info, problems = _media_problems(job)
+    problems += _override_problems(job) + _output_problems(job, info) + _checkpoint_problems(job)
+    if problems:
+        raise JobSpecError(source, problems)
+
+
+def _audio_problem(key: str, path: Path) -> list[str]:
+    from lipdub.pipeline.stems import audio_duration
+
+    try:
+        audio_duration(path)
+    except LipdubError as exc:
+        return [f"{key}: {exc}"]
+    return []
+
+
+def _media_problems(job: JobSpec) -> tuple[Any, list[str]]:
+    """The film and every stem open, and the stems cover the film's pictures. Returns the
+    film's VideoInfo (None when it does not open) and the problems."""
     from lipdub.pipeline.media.decode import probe_video
     from lipdub.pipeline.stems import audio_duration
-    from lipdub.pipeline.weights_registry import resolve_weights_file
 
     problems: list[str] = []
     film_seconds = 0.0
@@ -306,10 +325,12 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
                 "(pad it with silence)"
             )
     if job.original_dialogue is not None:
-        try:
-            audio_duration(job.original_dialogue)
-        except LipdubError as exc:
-            problems.append(f"original_dialogue: {exc}")
+        problems += _audio_problem("original_dialogue", job.original_dialogue)
+    return info, problems
+
+
+def _override_problems(job: JobSpec) -> list[str]:
+    problems = []
     for i, override in enumerate(job.overrides):
         if override.character not in job.stems:
             problems.append(
@@ -323,6 +344,13 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
             problems.append(f"overrides[{i}].face: give exactly one of index or point")
         if override.face is None and not override.off_screen:
             problems.append(f"overrides[{i}]: give a face (index or point) or off_screen: true")
+    return problems
+
+
+def _output_problems(job: JobSpec, info) -> list[str]:
+    """The output overwrites nothing it must not, has a folder, a container and a profile
+    that fits the film; a given mix opens."""
+    problems = []
     out = job.output.path
     inputs = {job.film.resolve(), *(p.resolve() for p in job.stems.values())}
     if job.original_dialogue is not None:
@@ -338,10 +366,15 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
     else:
         problems += _profile_problems(job, info)
     if job.output.audio is not None:
-        try:
-            audio_duration(job.output.audio)
-        except LipdubError as exc:
-            problems.append(f"output.audio: {exc}")
+        problems += _audio_problem("output.audio", job.output.audio)
+    return problems
+
+
+def _checkpoint_problems(job: JobSpec) -> list[str]:
+    from lipdub.pipeline.faces.detector import resolve_detector
+    from lipdub.pipeline.weights_registry import resolve_weights_file
+
+    problems = []
     for key in ("generator", "expert", "lse"):
         value = getattr(job.checkpoints, key)
         if value is not None:
@@ -353,5 +386,4 @@ def check_job_inputs(job: JobSpec, source: str = "job") -> None:
         resolve_detector(job.checkpoints.detector)
     except LipdubError as exc:
         problems.append(f"checkpoints.detector: {exc}")
-    if problems:
-        raise JobSpecError(source, problems)
+    return problems

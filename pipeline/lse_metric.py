@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from scipy.fft import dct
 from scipy.signal import medfilt
 
+from lipdub.pipeline.errors import LipdubError
+
 MFCC_RATE = 16000
 MFCC_WINDOW = 400  # 25 ms, rectangular
 MFCC_STEP = 160  # 10 ms: 100 MFCC frames per second, 4 per 25 fps video frame
@@ -147,7 +149,8 @@ def syncnet_features(model, frames: np.ndarray, mfcc_feat: np.ndarray, batch_siz
     device = next(model.parameters()).device
     count = min(len(frames), mfcc_feat.shape[1] // 4) - 5
     if count <= 0:
-        raise ValueError(f"need at least 6 frames of video and audio for LSE, got {len(frames)}")
+        raise LipdubError(f"need at least 6 frames of video and audio for LSE, got "
+                          f"{len(frames)} frames and {mfcc_feat.shape[1] // 4} of audio")
     video = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).permute(3, 0, 1, 2)
     audio = torch.from_numpy(np.asarray(mfcc_feat, dtype=np.float32))
     video_out, audio_out = [], []

@@ -6,12 +6,10 @@ syncnet_python's ``crop_video`` cuts them (a square of 2.8 half-box sizes, reach
 below the face than above), on a 25 fps grid, against the MFCCs of the delivered audio.
 
 Without it, Wav2Lip's expert (:class:`lipdub.models.syncnet.SyncNetExpert`) stands in: per window
-of 5
-pictures, its face embedding against the embedding of the mel chunk at the window's time, and the
-same offset search (:func:`lipdub.pipeline.lse_metric.sync_score`) over its embeddings. Those
-values are
-on the expert's own scale (distances of unit vectors), not comparable with published LSE figures;
-the report says which model measured.
+of 5 pictures, its face embedding against the embedding of the mel chunk at the window's time, and
+the same offset search (:func:`lipdub.pipeline.lse_metric.sync_score`) over its embeddings. Those
+values are on the expert's own scale (distances of unit vectors), not comparable with published LSE
+figures; the report says which model measured.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from lipdub.pipeline.audio import (
 )
 from lipdub.pipeline.audio import read_pcm16_mono_16k as read_pcm16
 from lipdub.pipeline.generator import crop_face
+from lipdub.pipeline.partial_files import writing
 
 LSE_FPS = 25.0  # syncnet_python's windows: 4 MFCC columns per picture
 LSE_SIZE = 224
@@ -140,7 +139,9 @@ def _decode_to_disk(path: Path, kind: str, work_dir: Path) -> np.ndarray:
     work_dir.mkdir(parents=True, exist_ok=True)
     if kind == "syncnet_v2":
         target = work_dir / "qc_audio_pcm16.raw"
-        with open(target, "wb") as out:
+        # Renamed into place: a map of an earlier decode keeps its own file, and an interrupted
+        # decode is never mapped as the whole audio. Scratch, so not durable.
+        with writing(target) as tmp, open(tmp, "wb") as out:
             for chunk in iter_pcm16_mono_16k(path):
                 out.write(chunk.tobytes())
         return np.memmap(target, dtype=np.int16, mode="r") if target.stat().st_size else \

@@ -24,7 +24,7 @@ import numpy as np
 
 from lipdub.pipeline.die_with_parent import die_with_parent
 from lipdub.pipeline.errors import LipdubError
-from lipdub.pipeline.work_cache import writing
+from lipdub.pipeline.partial_files import writing
 
 MEL_VERSION = 1  # of what a kept stem mel holds (part of its file name)
 BLOCK_COLUMNS = 6000  # 60 s of mel columns per block (about 70 MB of STFT at a time)

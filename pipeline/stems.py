@@ -18,7 +18,8 @@ import soxr
 
 from lipdub.pipeline.errors import AudioError, MediaError
 from lipdub.pipeline.media.decode import open_media
-from lipdub.pipeline.work_cache import cache_key, file_sha256, writing
+from lipdub.pipeline.partial_files import writing
+from lipdub.pipeline.work_cache import cache_key, file_sha256
 
 ENVELOPE_RATE = 100  # envelope values per second (10 ms hop)
 

@@ -2,17 +2,15 @@
 
 Downloads land in ``cache_dir()`` (``$LIPDUB_HOME/weights``, else ``~/.cache/lipdub/weights``),
 never inside the installed package. A download is written under a temporary name in the target
-folder and renamed only after its size, sha256 and format check out, so an interrupted or bad
-download never sits under the final name.
+folder (:func:`lipdub.pipeline.partial_files.writing`) and renamed only after its size, sha256 and
+format check out, so an interrupted or bad download never sits under the final name.
 
 torch is imported lazily (through ``lipdub.models.weights``) by the functions that read weights, so
-that
-listing the registry stays fast.
+that listing the registry stays fast.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
@@ -28,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from lipdub.pipeline.errors import RegistryError
+from lipdub.pipeline.partial_files import remove_stale_partials, writing
 
 __all__ = [
     "VerifyResult",
@@ -228,6 +227,7 @@ def download(
             f"cannot write to {folder} ({exc.strerror or exc}); pass another folder with --dest "
             "or set LIPDUB_HOME"
         ) from exc
+    remove_stale_partials(folder)  # a killed download's partial file can be hundreds of MB
     failures = []
     for candidate in urls:
         try:
@@ -273,16 +273,11 @@ def _no_url_message(entry: WeightsEntry, final: Path) -> str:
 
 
 def _fetch_verified(entry: WeightsEntry, url: str, final: Path, progress: bool) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    # The final name only ever holds verified data, and durably: a download is slow to repeat.
+    with writing(final, durable=True) as tmp:
+        with open(tmp, "wb") as out:
             digest, size = _stream(url, out, entry, progress)
         _check_download(entry, url, tmp, digest, size)
-        os.replace(tmp, final)  # atomic on one filesystem: the final name only ever holds good data
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _stream(url: str, out, entry: WeightsEntry, progress: bool) -> tuple[str, int]:

@@ -10,14 +10,11 @@ writers of one artefact never clobber each other, and a reader never sees half a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from lipdub.pipeline.partial_files import partial_name
+# The atomic writer lives with the temporary names it makes; re-exported for the cache's users.
 
 KEY_LENGTH = 20  # hex digits of sha256 in a name: collisions are out of reach
 
@@ -41,20 +38,3 @@ def file_sha256(path: Path) -> str:
     if key not in _file_hashes:
         _file_hashes[key] = sha256_file(path)
     return _file_hashes[key]
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[Path]:
-    """Yield a temporary name beside ``path``; on success it is renamed to ``path``.
-
-    The temporary name (:func:`lipdub.pipeline.partial_files.partial_name`) keeps ``path``'s suffix
-    (``np.savez`` adds ``.npz`` otherwise) and is hidden; on an error it is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_name(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from filmmaker import make_film, write_stem
 
-from lipdub.pipeline.partial_files import partial_name, remove_stale_partials
-from lipdub.pipeline.work_cache import cache_key, writing
+from lipdub.pipeline.partial_files import partial_name, remove_stale_partials, writing
+from lipdub.pipeline.work_cache import cache_key
 
 CLIPS = ["talkinghead_woman_flag__vretalk_face3.mp4",
          "talkinghead_woman_bluebg_30fps__vretalk_face4.mp4"]

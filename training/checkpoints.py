@@ -15,7 +15,6 @@ discriminator, ``disc_checkpoint_step{step:09d}.pth``.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from lipdub.models.weights import (
     read_checkpoint,
     read_state_dict,
 )
+from lipdub.pipeline.partial_files import remove_stale_partials, writing
 from lipdub.pipeline.weights_registry import resolve_weights_file
 
 GENERATOR_PREFIX = "checkpoint_step"
@@ -86,10 +86,12 @@ def restore_rng_state(state: dict | None) -> None:
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     global_step: int, global_epoch: int, extra: dict | None = None) -> Path:
-    """Write a checkpoint in the original layout, atomically (temporary name, then rename).
+    """Write a checkpoint in the original layout, atomically and durably (temporary name,
+    flushed to the disk, then renamed: :func:`lipdub.pipeline.partial_files.writing`).
 
-    A crash while writing leaves the previous checkpoint and at most a ``.tmp`` file, never a
-    truncated ``.pth``.
+    A crash while writing leaves the previous checkpoint and at most a hidden partial file (the
+    next save removes it), never a truncated ``.pth``; a power cut after the return cannot take
+    the new one back.
 
     Arguments:
         path: target file.
@@ -101,7 +103,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": _cpu(model.state_dict()),
         "optimizer": _cpu(optimizer.state_dict()) if optimizer is not None else None,
@@ -110,13 +111,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     }
     if extra is not None:
         payload["lipdub"] = _cpu(extra)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    remove_stale_partials(path.parent)  # a killed run's partial checkpoint is hundreds of MB
+    # Durable: a checkpoint is the one thing a crash of a days-long run must not lose.
+    with writing(path, durable=True) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -208,8 +206,8 @@ def load_training_checkpoint(path: str | Path, model: nn.Module,
 
     Raises:
         lipdub.models.weights.WeightsFormatError: not a training checkpoint (weights only,
-        unreadable).
-        lipdub.models.weights.WeightsKeyError: the weights or optimizer state do not fit.
+        unreadable). lipdub.models.weights.WeightsKeyError: the weights or optimizer state do not
+        fit.
     """
     checkpoint = read_checkpoint(path)
     load_model_state(model, checkpoint["state_dict"], path, what)

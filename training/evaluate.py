@@ -34,6 +34,7 @@ from lipdub.pipeline.generator import LipSyncModel, resolve_device
 from lipdub.pipeline.lse_metric import mfcc, sync_score, syncnet_features
 from lipdub.pipeline.media.decode import iter_video_frames, open_media, probe_video
 from lipdub.pipeline.media.frames import to_bgr
+from lipdub.pipeline.partial_files import write_text, writing
 from lipdub.pipeline.weights_registry import resolve_weights_file
 from lipdub.training.checkpoints import read_weights_for
 from lipdub.training.data import ExpertDataset
@@ -209,13 +210,15 @@ def evaluate_lse(pairs: list[tuple[Path, Path]], out_dir: str | Path, *,
                 continue
         try:
             score = score_video(scorer, result.output, None if lipsync else audio)
-        except (LipdubError, ValueError) as exc:
+        except LipdubError as exc:
             result.skipped = " ".join(str(exc).split())
             continue
         result.lse_d, result.lse_c, result.offset = score.lse_d, score.lse_c, score.offset
     scored = [r for r in results if not r.skipped]
     csv_path = out_dir / "lse_results.csv"
-    with csv_path.open("w", newline="") as f:
+    # Atomic, so an interrupted run never leaves a table that looks whole; not durable: the
+    # figures are measured again from the generated videos, which a rerun keeps.
+    with writing(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(results[0])) if results else [])
         writer.writeheader()
         for r in results:
@@ -227,7 +230,7 @@ def evaluate_lse(pairs: list[tuple[Path, Path]], out_dir: str | Path, *,
         "skipped": len(results) - len(scored),
         "results": str(csv_path),
     }
-    (out_dir / "lse_summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out_dir / "lse_summary.json", json.dumps(summary, indent=2))
     return summary
 
 

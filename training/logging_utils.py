@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lipdub.pipeline.partial_files import write_image, writing
+
 COLUMNS = ("step", "epoch", "split", "metric", "value", "time")
 # BGR colours per split: train blue, eval orange, others green / purple.
 _COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (189, 103, 148)]
@@ -41,7 +43,10 @@ class MetricsLog:
             rows = [r for r in rows if r["step"] <= resume_step]
         else:
             rows = []
-        with self.path.open("w", newline="") as f:
+        # The whole file is written again here: atomically, so that a crash cannot lose the
+        # rows a resumed run keeps. The rows :meth:`log` appends need no temporary name: each
+        # call is one short write at the end, which leaves the lines before it whole.
+        with writing(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
             for r in rows:
@@ -101,10 +106,7 @@ def plot_metrics(rows: list[dict], png: str | Path, *, width: int = 720,
     for i, name in enumerate(names):
         panel = canvas[i * panel_height : (i + 1) * panel_height]
         _draw_panel(panel, name, series.get(name, {}), colour)
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(png), canvas)
-    return png
+    return write_image(png, canvas)  # drawn again and again: a reader never sees half of it
 
 
 def _draw_panel(panel: np.ndarray, title: str, lines: dict, colour: dict) -> None:

@@ -1,8 +1,7 @@
 """The paper's networks at a chosen width, for training on a CPU (tests, synthetic benchmark).
 
 Narrowing itself lives in :mod:`lipdub.models.narrow` (inference and QC load narrowed checkpoints
-too);
-``width_divisor=1`` is always the paper's architecture.
+too); ``width_divisor=1`` is always the paper's architecture.
 """
 
 from __future__ import annotations

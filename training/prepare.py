@@ -3,8 +3,7 @@
 Input is an LRS2-style tree (``ROOT/<group>/<video>.mp4``) or any folder of videos, searched
 recursively; each video becomes ``OUT/<relative path without suffix>/`` with the layout of
 :mod:`lipdub.training.data`. Faces are found with our RetinaFace detector and tracker (the same
-stages
-``lipdub sync`` uses, so training crops match inference crops), not S3FD.
+stages ``lipdub sync`` uses, so training crops match inference crops), not S3FD.
 
 Per video, two streaming passes (one decoded frame in memory at a time): pass 1 reads every
 frame's timestamp and detects faces on keyframes; the largest face is tracked, interpolated and
@@ -15,7 +14,9 @@ written (gaps, as the reference's preprocess.py leaves them). The audio is cut t
 first picture and written as 16 kHz mono ``audio.wav`` plus its ``mel.npy``.
 
 Each video is written to ``<name>.partial`` and renamed when complete, so an interrupted run
-resumes where it stopped (finished videos are skipped) and never leaves half a video behind.
+resumes where it stopped (finished videos are skipped) and never leaves half a video behind; the
+dataset's own files (``train.txt``, ``val.txt``, ``dataset.json``, ``prepare_report.json``) are
+each written under a temporary name and renamed (:mod:`lipdub.pipeline.partial_files`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lipdub.pipeline import defaults
 from lipdub.pipeline.audio import SAMPLE_RATE, Audio, melspectrogram, read_audio
-from lipdub.pipeline.clip_sync import SyncOptions, plan_boxes, scan_video
 from lipdub.pipeline.errors import LipdubError
+from lipdub.pipeline.faces.face_plan import FaceOptions, plan_boxes, scan_video
 from lipdub.pipeline.generator import FACE_SIZE, crop_face
 from lipdub.pipeline.media.decode import iter_video_frames, probe_video
 from lipdub.pipeline.media.frames import to_bgr
+from lipdub.pipeline.partial_files import write_text
 from lipdub.training.data import DATASET_META, DEFAULT_FPS, MIN_FRAMES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
@@ -59,10 +62,10 @@ class PrepareOptions:
     face_point: tuple[float, float] | None = None
     face_box: tuple[int, int, int, int] | None = None  # fixed box: no detection (pre-cropped)
     detector: str | None = None
-    detect_every: int = 2
-    detect_max_side: int = 480
+    detect_every: int = defaults.PREPARE_DETECT_EVERY
+    detect_max_side: int = defaults.DETECT_SIZE
     smooth: bool = True
-    smooth_window: int = 5
+    smooth_window: int = defaults.SMOOTH_WINDOW
     val_fraction: float = 0.05
     split_by: str = "group"  # group: whole parent folders go to val (held-out identities)
     jpeg_quality: int = 95
@@ -70,9 +73,9 @@ class PrepareOptions:
     overwrite: bool = False
     progress: bool | None = None  # None: on when stderr is a terminal
 
-    def sync_options(self) -> SyncOptions:
-        """The detection and tracking settings, in the form the sync stages take them."""
-        return SyncOptions(face=self.face, face_index=self.face_index,
+    def face_options(self) -> FaceOptions:
+        """The detection and tracking settings, as ``lipdub sync`` plans its faces."""
+        return FaceOptions(face=self.face, face_index=self.face_index,
                            face_point=self.face_point, face_box=self.face_box, pads=self.pads,
                            detect_every=self.detect_every, detect_max_side=self.detect_max_side,
                            smooth=self.smooth, smooth_window=self.smooth_window, progress=False)
@@ -193,9 +196,9 @@ def prepare_video(video: Path, folder: Path, options: PrepareOptions, detector) 
 
 def _write_video(video: Path, info, audio, partial: Path, options: PrepareOptions,
                  detector) -> dict:
-    sync = options.sync_options()
-    times, detections = scan_video(info, None if detector is None else detector.detect, sync)
-    plan, chosen, n_tracks = plan_boxes(len(times.times), detections, sync, info)
+    faces = options.face_options()
+    times, detections = scan_video(info, None if detector is None else detector.detect, faces)
+    plan, chosen, n_tracks = plan_boxes(len(times.times), detections, faces, info)
     sources = resample_indices(times.times, options.fps, times.frame_duration)
     outputs = defaultdict(list)
     for k, i in enumerate(sources):
@@ -251,11 +254,14 @@ def split_of(entry: str, val_fraction: float, split_by: str = "group") -> str:
 
 
 def write_dataset_files(root: Path, train: list[str], val: list[str], meta: dict) -> None:
-    """train.txt, val.txt and dataset.json of a dataset folder."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "train.txt").write_text("".join(f"{e}\n" for e in train))
-    (root / "val.txt").write_text("".join(f"{e}\n" for e in val))
-    (root / DATASET_META).write_text(json.dumps(meta, indent=2))
+    """train.txt, val.txt and dataset.json of a dataset folder.
+
+    Each is written atomically (a killed run leaves the previous list, never half of one); not
+    durably: a rerun of ``lipdub prepare`` skips the prepared videos and writes them again.
+    """
+    write_text(root / "train.txt", "".join(f"{e}\n" for e in train))
+    write_text(root / "val.txt", "".join(f"{e}\n" for e in val))
+    write_text(root / DATASET_META, json.dumps(meta, indent=2))
 
 
 def _check_dataset_fps(root: Path, fps: float) -> None:
@@ -345,5 +351,5 @@ def prepare_dataset(input_path: str | Path, output: str | Path,
         "videos": len(train) + len(val),
     })
     report.seconds = round(time.perf_counter() - start, 2)
-    (output / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2))
+    write_text(output / "prepare_report.json", json.dumps(asdict(report), indent=2))
     return report

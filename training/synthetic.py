@@ -9,9 +9,8 @@ identities speaking held-out recordings, so a model that scores there has learnt
 from sound to mouth, not the training clips.
 
 The dataset has the layout of :mod:`lipdub.training.data` (``lipdub prepare``'s), plus the true
-opening
-of every frame in ``openings.npy``. :func:`mouth_opening` measures how open a mouth is in any
-crop (dark mouth-interior pixels in the lower half); :func:`mouth_sync_correlation` correlates
+opening of every frame in ``openings.npy``. :func:`mouth_opening` measures how open a mouth is in
+any crop (dark mouth-interior pixels in the lower half); :func:`mouth_sync_correlation` correlates
 what a generator draws with the audio envelope of held-out clips.
 """
 

@@ -205,6 +205,16 @@ def group_faces(tracks: Sequence[FaceTrack]) -> list[list[FaceTrack]]:
     return groups
 
 
+def steady_faces(tracks: Sequence[FaceTrack], keyframes: int) -> list[list[FaceTrack]]:
+    """The faces (groups of track pieces) seen on enough keyframes: at least 10, or a fifth of
+    ``keyframes``. A face seen on only a few is a passer-by or a false detection: it must not
+    shift the left-to-right count or win "largest" by one big spurious box. All faces when
+    none is steady."""
+    groups = group_faces(tracks)
+    steady = [g for g in groups if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)]
+    return steady or groups
+
+
 def choose_face(
     tracks: Sequence[FaceTrack],
     *,
@@ -219,14 +229,9 @@ def choose_face(
             ``index``-th face counted left to right by mean centre, from 0) or ``point`` (the
             face whose boxes contain ``point`` most often).
     """
-    groups = group_faces(tracks)
+    groups = steady_faces(tracks, keyframes=len({f for t in tracks for f in t.frames}))
     if not groups:
         return []
-    # A face seen on only a few keyframes is a passer-by or a false detection: it must not
-    # shift the left-to-right count or win "largest" by one big spurious box.
-    keyframes = len({f for t in tracks for f in t.frames})
-    steady = [g for g in groups if sum(len(t.frames) for t in g) >= min(10, 0.2 * keyframes)]
-    groups = steady or groups
     if mode == "largest":
         return max(groups, key=lambda g: sum(t.mean_area * len(t.frames) for t in g))
     if mode == "index":

@@ -2,9 +2,8 @@
 
 Every ``every``-th picture (and the last) is a keyframe. Where two consecutive keyframes disagree
 (:func:`~lipdub.pipeline.faces.face_track.faces_moved`: a face appears or leaves, a cut, fast
-motion), the
-pictures between them are detected too, so that interpolating boxes only ever bridges pictures
-where faces move smoothly.
+motion), the pictures between them are detected too, so that interpolating boxes only ever bridges
+pictures where faces move smoothly.
 
 Memory stays flat over a feature-length scan: the detector always gets whole batches (every other
 batch size costs oneDNN kernels and buffers of its own, +200 MB), and the small copies waiting

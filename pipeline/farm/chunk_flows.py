@@ -31,9 +31,9 @@ from lipdub.pipeline.film_stages import (
 from lipdub.pipeline.film_units import SyncUnit, film_fingerprint
 from lipdub.pipeline.job import JobSpec, parse_job
 from lipdub.pipeline.media.decode import probe_video
+from lipdub.pipeline.partial_files import write_text
 from lipdub.pipeline.roots import require_within_roots, roots_from_env
 from lipdub.pipeline.stems import stem_analysis
-from lipdub.pipeline.work_cache import writing
 
 
 def _same_as_coordinator(job: JobSpec, expect: dict, *, weights: bool) -> None:
@@ -79,8 +79,7 @@ def _leave_record(record: str, items: list[dict], started: float) -> dict:
     done = {"worker": os.environ.get("LIPDUB_WORKER_NAME", "in-process"),
             "host": socket.gethostname(), "pid": os.getpid(),
             "wall_s": round(time.perf_counter() - started, 2), "items": items}
-    with writing(Path(record)) as tmp:
-        tmp.write_text(json.dumps(done))
+    write_text(Path(record), json.dumps(done))  # in the work folder: atomic, not durable
     return done
 
 

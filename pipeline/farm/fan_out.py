@@ -15,6 +15,7 @@ a re-run finds everything in the folder and starts no child at all.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lipdub.pipeline import contract
 from lipdub.pipeline.errors import LipdubError
 
 GPU_QUEUE = "gpu"  # chunk runs
@@ -145,7 +147,7 @@ def find_farm(mode: str, deployment: str | None) -> Farm | None:
     from prefect.client.schemas.objects import WorkerStatus
     from prefect.exceptions import ObjectNotFound
 
-    name = deployment or "lipdub"
+    name = deployment or contract.DEPLOYMENT
     wanted = f"{CHUNK_FLOWS['tracks']}/{name}"
     try:
         with get_client(sync_client=True) as client:
@@ -205,73 +207,94 @@ def run_chunks(farm: Farm, chunks: list[Chunk], parameters: Callable[[Chunk, Pat
     """
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.deployments import run_deployment
-    from prefect.states import Cancelling
 
     in_flight = in_flight or 2 * max(len(farm.workers), 1)
     records.mkdir(parents=True, exist_ok=True)
-    pending = deque(chunks)
-    attempts = {c.index: 0 for c in chunks}
-    running: dict = {}  # flow run id -> (chunk, started)
-    done: dict[int, dict] = {}
-    failed: dict[int, str] = {}
-
-    def record_path(chunk: Chunk) -> Path:
-        return records / f"{chunk.stage}_{parent_id}_{chunk.index:04d}.json"
-
+    runs = _ChunkRuns(farm, chunks, parameters, records, parent_id, retries, on_done, log)
     with get_client(sync_client=True) as client:
         try:
-            while pending or running:
-                while pending and len(running) < in_flight:
-                    chunk = pending.popleft()
-                    attempt = attempts[chunk.index]
-                    run = run_deployment(
-                        f"{CHUNK_FLOWS[chunk.stage]}/{farm.deployment}",
-                        parameters=parameters(chunk, record_path(chunk)), timeout=0,
-                        as_subflow=True, flow_run_name=f"{chunk.stage} {chunk.label}"
-                        + (f" (try {attempt + 1})" if attempt else ""),
-                        idempotency_key=f"{parent_id}:{chunk.stage}:{chunk.index}:{attempt}")
-                    running[run.id] = (chunk, time.perf_counter())
+            while runs.pending or runs.running:
+                runs.start(in_flight)
                 time.sleep(poll)
                 if on_poll:
                     on_poll()
-                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=list(running))))
-                for run in runs:
-                    if run.state is None or not run.state.is_final():
-                        continue
-                    chunk, started = running.pop(run.id)
-                    if run.state.is_completed():
-                        record = json.loads(record_path(chunk).read_text())
-                        record_path(chunk).unlink()
-                        record.update(chunk=chunk.index, label=chunk.label,
-                                      flow_run_id=str(run.id), flow_run=run.name,
-                                      attempt=attempts[chunk.index] + 1,
-                                      span_s=round(time.perf_counter() - started, 2))
-                        done[chunk.index] = record
-                        if on_done:
-                            on_done(chunk, record)
-                    elif run.state.is_cancelled():
-                        raise LipdubError(f"{chunk.stage} chunk {chunk.label} was cancelled "
-                                          f"({run.name}): the film stops")
-                    else:
-                        why = f"{run.state.name}: {run.state.message or 'no message'}"
-                        if log:
-                            log.warning("%s chunk %s (%s) ended %s", chunk.stage, chunk.label,
-                                        run.name, why)
-                        if attempts[chunk.index] < retries:
-                            attempts[chunk.index] += 1
-                            pending.appendleft(chunk)
-                        else:
-                            failed[chunk.index] = f"{chunk.label} ({run.name}, {why})"
+                for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                        id=FlowRunFilterId(any_=list(runs.running)))):
+                    if run.state is not None and run.state.is_final():
+                        runs.settle(run)
         finally:
-            for run_id in running:  # the film stops: so do its children
-                try:
-                    client.set_flow_run_state(run_id, Cancelling(), force=True)
-                except Exception:  # noqa: BLE001 - best effort; the server cleans up too
-                    pass
-    if failed:
-        stage = chunks[0].stage
-        raise ChunksFailed(f"{len(failed)} {stage} chunk(s) failed {retries + 1} times: "
-                           + "; ".join(failed[i] for i in sorted(failed)))
-    return [done[c.index] for c in chunks]
+            runs.cancel_running(client)  # the film stops: so do its children
+    if runs.failed:
+        raise ChunksFailed(f"{len(runs.failed)} {chunks[0].stage} chunk(s) failed "
+                           f"{retries + 1} times: "
+                           + "; ".join(runs.failed[i] for i in sorted(runs.failed)))
+    return [runs.done[c.index] for c in chunks]
+
+
+class _ChunkRuns:
+    """The chunk runs of one stage of :func:`run_chunks`: waiting, running, done, failed."""
+
+    def __init__(self, farm: Farm, chunks: list[Chunk], parameters, records: Path,
+                 parent_id: str, retries: int, on_done, log) -> None:
+        self.farm, self.parameters, self.records = farm, parameters, records
+        self.parent_id, self.retries, self.on_done, self.log = parent_id, retries, on_done, log
+        self.pending = deque(chunks)
+        self.attempts = {c.index: 0 for c in chunks}
+        self.running: dict = {}  # flow run id -> (chunk, started)
+        self.done: dict[int, dict] = {}
+        self.failed: dict[int, str] = {}
+
+    def record_path(self, chunk: Chunk) -> Path:
+        return self.records / f"{chunk.stage}_{self.parent_id}_{chunk.index:04d}.json"
+
+    def start(self, in_flight: int) -> None:
+        from prefect.deployments import run_deployment
+
+        while self.pending and len(self.running) < in_flight:
+            chunk = self.pending.popleft()
+            attempt = self.attempts[chunk.index]
+            run = run_deployment(
+                f"{CHUNK_FLOWS[chunk.stage]}/{self.farm.deployment}",
+                parameters=self.parameters(chunk, self.record_path(chunk)), timeout=0,
+                as_subflow=True, flow_run_name=f"{chunk.stage} {chunk.label}"
+                + (f" (try {attempt + 1})" if attempt else ""),
+                idempotency_key=f"{self.parent_id}:{chunk.stage}:{chunk.index}:{attempt}")
+            self.running[run.id] = (chunk, time.perf_counter())
+
+    def settle(self, run) -> None:
+        """A chunk run that ended: its record kept, or the chunk tried again, or failed."""
+        chunk, started = self.running.pop(run.id)
+        if run.state.is_completed():
+            path = self.record_path(chunk)
+            record = json.loads(path.read_text())
+            path.unlink()
+            record.update(chunk=chunk.index, label=chunk.label, flow_run_id=str(run.id),
+                          flow_run=run.name, attempt=self.attempts[chunk.index] + 1,
+                          span_s=round(time.perf_counter() - started, 2))
+            self.done[chunk.index] = record
+            if self.on_done:
+                self.on_done(chunk, record)
+        elif run.state.is_cancelled():
+            raise LipdubError(f"{chunk.stage} chunk {chunk.label} was cancelled "
+                              f"({run.name}): the film stops")
+        else:
+            why = f"{run.state.name}: {run.state.message or 'no message'}"
+            if self.log:
+                self.log.warning("%s chunk %s (%s) ended %s", chunk.stage, chunk.label,
+                                 run.name, why)
+            if self.attempts[chunk.index] < self.retries:
+                self.attempts[chunk.index] += 1
+                self.pending.appendleft(chunk)
+            else:
+                self.failed[chunk.index] = f"{chunk.label} ({run.name}, {why})"
+
+    def cancel_running(self, client) -> None:
+        from prefect.states import Cancelling
+
+        for run_id in self.running:
+            try:
+                client.set_flow_run_state(run_id, Cancelling(), force=True)
+            except Exception as exc:  # noqa: BLE001 - best effort; the server cleans up too
+                logging.getLogger(__name__).warning(
+                    "could not cancel chunk run %s (%s); the server's own clean-up will", run_id,
+                    exc)

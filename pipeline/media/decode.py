@@ -184,70 +184,92 @@ def iter_video_frames(
         steady = float(1 / stream.guessed_rate) if accept_damaged and stream.guessed_rate else None
         if first is not None and first > 0:
             container.seek(int(first / tb), stream=stream, backward=True)
-        index, last_good, previous_step = 0, None, None
-
-        def damaged(what: str) -> MediaError:
-            at = f" at {last_good:.3f} s" if last_good is not None else ""
-            if not index:
-                good = "no good picture before it"
-            elif first is not None and first > 0:  # counted from the range's start: say when
-                good = f"the last good one is{at}"
-            else:
-                good = f"the last good one is frame {index - 1}{at}"
-            return MediaError(f"{path}: damaged: {what} ({good}); the file is truncated or "
-                              "corrupt. lipdub does not silently deliver damaged or shorter "
-                              "pictures: repair or re-export it, or accept the damage "
-                              "(--accept-damaged, the job's settings.accept_damaged) to have "
-                              "every affected frame listed")
-
+        watch = _DamageWatch(path, first, accept_damaged, damage, steady)
         try:
             for frame in container.decode(stream):
                 t = float(frame.pts * tb) if frame.pts is not None else None
                 if first is not None and t is not None and t < first:
                     continue
-                if index == 0 and first is not None and t is not None and t > first + 1.0:
+                if not watch.index and first is not None and t is not None and t > first + 1.0:
                     break  # the seek overshot (broken index): fall back to decoding from 0
                 if last is not None and t is not None and t >= last:
                     break
                 stopping.check()  # every decoding loop, in whichever thread, stops here
-                if steady and last_good is not None and t is not None and damage is not None:
-                    missing = _missing_before(t - last_good, steady, previous_step)
-                    if missing:
-                        damage.append(Damage(index, t, f"{missing} picture(s) missing before it "
-                                                       f"(a {t - last_good:.3f} s gap where "
-                                                       f"pictures come every {steady:.3f} s)"))
-                previous_step = t - last_good if last_good is not None and t is not None else None
-                if frame.is_corrupt:
-                    if not accept_damaged:
-                        shown = f" ({t:.3f} s)" if t is not None else ""
-                        raise damaged(f"a picture{shown} could only be concealed by the decoder")
-                    if damage is not None:
-                        damage.append(Damage(index, t, "concealed by the decoder (delivered "
-                                                       "as concealed)"))
+                watch.picture(t, frame.is_corrupt)
                 yield frame
-                index += 1
-                last_good = t
+                watch.delivered(t)
         except av.error.FFmpegError as exc:
-            reason = exc.strerror or str(exc)
-            if not accept_damaged or not index:
-                raise damaged(f"decoding failed after {index} picture(s) ({reason})") from exc
-            if damage is not None:
-                damage.append(Damage(index, None, f"decoding failed ({reason}): the pictures "
-                                                  "end here"))
+            watch.decoding_failed(exc)
             return
-    if index == 0 and first is not None and first > 0:
+    if watch.index == 0 and first is not None and first > 0:
         yield from _slow_range(path, first, last, accept_damaged)
         return
-    if index == 0 and start_time is None:
+    if watch.index == 0 and start_time is None:
         raise MediaError(f"{path}: no picture could be decoded (truncated or empty video stream)")
-    if start_time is None and end_time is None and announced and index < announced:
+    if start_time is None and end_time is None and announced and watch.index < announced:
         # A file cut short whose index survived decodes to its end without an error (frame
         # threads even drop the error of the damaged last packet): the count tells.
-        what = f"the file announces {announced} pictures but only {index} could be decoded"
-        if not accept_damaged:
-            raise damaged(what)
-        if damage is not None:
-            damage.append(Damage(index, None, f"missing: {what}; the pictures end here"))
+        watch.ended_short(announced)
+
+
+class _DamageWatch:
+    """What :func:`iter_video_frames` has delivered, and what it does at damage: raise a
+    MediaError naming the last good frame, or (damage accepted) list it and go on."""
+
+    def __init__(self, path: Path, first: float | None, accept: bool,
+                 damage: list[Damage] | None, steady: float | None) -> None:
+        self.path, self.first, self.accept, self.damage = path, first, accept, damage
+        self.steady = steady
+        self.index, self.last_good, self.previous_step = 0, None, None
+
+    def error(self, what: str) -> MediaError:
+        at = f" at {self.last_good:.3f} s" if self.last_good is not None else ""
+        if not self.index:
+            good = "no good picture before it"
+        elif self.first is not None and self.first > 0:  # counted from the range's start
+            good = f"the last good one is{at}"
+        else:
+            good = f"the last good one is frame {self.index - 1}{at}"
+        return MediaError(f"{self.path}: damaged: {what} ({good}); the file is truncated or "
+                          "corrupt. lipdub does not silently deliver damaged or shorter "
+                          "pictures: repair or re-export it, or accept the damage "
+                          "(--accept-damaged, the job's settings.accept_damaged) to have "
+                          "every affected frame listed")
+
+    def _note(self, time: float | None, what: str) -> None:
+        if self.damage is not None:
+            self.damage.append(Damage(self.index, time, what))
+
+    def picture(self, t: float | None, corrupt: bool) -> None:
+        """A picture about to be delivered: pictures lost before it, or concealed itself."""
+        last = self.last_good
+        if self.steady and last is not None and t is not None:
+            missing = _missing_before(t - last, self.steady, self.previous_step)
+            if missing:
+                self._note(t, f"{missing} picture(s) missing before it (a {t - last:.3f} s gap "
+                              f"where pictures come every {self.steady:.3f} s)")
+        self.previous_step = t - last if last is not None and t is not None else None
+        if corrupt:
+            if not self.accept:
+                shown = f" ({t:.3f} s)" if t is not None else ""
+                raise self.error(f"a picture{shown} could only be concealed by the decoder")
+            self._note(t, "concealed by the decoder (delivered as concealed)")
+
+    def delivered(self, t: float | None) -> None:
+        self.index += 1
+        self.last_good = t
+
+    def decoding_failed(self, exc: av.error.FFmpegError) -> None:
+        reason = exc.strerror or str(exc)
+        if not self.accept or not self.index:
+            raise self.error(f"decoding failed after {self.index} picture(s) ({reason})") from exc
+        self._note(None, f"decoding failed ({reason}): the pictures end here")
+
+    def ended_short(self, announced: int) -> None:
+        what = f"the file announces {announced} pictures but only {self.index} could be decoded"
+        if not self.accept:
+            raise self.error(what)
+        self._note(None, f"missing: {what}; the pictures end here")
 
 
 def _missing_before(gap: float, step: float, previous: float | None) -> int:

@@ -2,20 +2,20 @@
 padded to the picture's length and interleaved as the pictures are written.
 
 What is written follows an output profile (:mod:`lipdub.pipeline.media.profiles`): a master
-(ProRes, DNxHR,
-FFV1) keeps the source's bit depth and carries the audio sample for sample (PCM in MOV, FLAC or PCM
-in Matroska); a review copy is H.264/H.265 with AAC. The source's start timecode is written on the
-picture stream (a ``tmcd`` track in MOV/MP4, a ``TIMECODE`` tag in Matroska), and container
-metadata says what was altered (provenance). Source packets can be copied in between encoded
-pictures (see :mod:`lipdub.pipeline.media.passthrough`).
+(ProRes, DNxHR, FFV1) keeps the source's bit depth and carries the audio sample for sample (PCM in
+MOV, FLAC or PCM in Matroska); a review copy is H.264/H.265 with AAC. The source's start timecode is
+written on the picture stream (a ``tmcd`` track in MOV/MP4, a ``TIMECODE`` tag in Matroska), and
+container metadata says what was altered (provenance). Source packets can be copied in between
+encoded pictures (see :mod:`lipdub.pipeline.media.passthrough`).
 
 Outputs go to a temporary name in the destination folder and are renamed only when complete, so
-an interrupted run never leaves a file that looks finished.
+an interrupted run never leaves a file that looks finished, and are flushed to the disk before the
+rename (``durable``, see :mod:`lipdub.pipeline.partial_files`), as every delivered file is.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,7 +28,7 @@ from lipdub.pipeline.errors import MediaError
 from lipdub.pipeline.media.frames import pad_frame
 from lipdub.pipeline.media.profiles import OutputProfile, audio_codec, resolve_profile
 from lipdub.pipeline.media.splice import SPLICERS, SpliceResult
-from lipdub.pipeline.partial_files import partial_name, remove_stale_partials
+from lipdub.pipeline.partial_files import commit, partial_name, remove_stale_partials
 
 
 @dataclass
@@ -274,8 +274,7 @@ class VideoWriter:
 
         For ProRes and DNxHR outputs of a source in the same codec and profile (see
         :mod:`lipdub.pipeline.media.splice`); other codecs, or an encoder that holds pictures back,
-        get the
-        plain :meth:`write`. Returns what the splice did, or None when it was not tried.
+        get the plain :meth:`write`. Returns what the splice did, or None when it was not tried.
         """
         splicer = SPLICERS.get(self.profile.codec)
         if self.size_note:  # a padded picture has no source packet of its size to splice
@@ -336,13 +335,13 @@ class VideoWriter:
                 report = self.audio.finish()
         finally:
             self.container.close()
-        os.replace(self.tmp, self.output)
+        commit(self.tmp, self.output, durable=True)  # the output is a deliverable: keep it
         return report
 
     def abort(self) -> None:
         """Drop the partial output (after an error)."""
         try:
             self.container.close()
-        except Exception:  # noqa: BLE001 - already failing; the original error matters
-            pass
+        except Exception as exc:  # noqa: BLE001 - already failing; the original error matters
+            logging.getLogger(__name__).debug("closing the abandoned %s: %s", self.tmp, exc)
         self.tmp.unlink(missing_ok=True)

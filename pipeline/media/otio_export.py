@@ -16,7 +16,7 @@ from pathlib import Path
 import opentimelineio as otio
 
 from lipdub.pipeline.media.timecode import Timecode
-from lipdub.pipeline.partial_files import partial_name
+from lipdub.pipeline.partial_files import writing
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def build_timeline(name: str, media: Path, rate: Fraction, frames: int,
 
 
 def write_timeline(timeline: otio.schema.Timeline, path: Path) -> Path:
-    """Write ``timeline`` as ``.otio`` JSON (under a temporary name, then renamed)."""
-    tmp = partial_name(path)
-    otio.adapters.write_to_file(timeline, str(tmp))
-    tmp.replace(path)
+    """Write ``timeline`` as ``.otio`` JSON, atomically and durably: it is delivered with the
+    film, and an editor must never find half a timeline or an empty one."""
+    with writing(path, durable=True) as tmp:
+        otio.adapters.write_to_file(timeline, str(tmp))  # the adapter is chosen by the suffix
     return path

@@ -12,7 +12,6 @@ Damage is not looked for here (nothing is decoded): both callers decode every pi
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from lipdub.pipeline import stopping
 from lipdub.pipeline.errors import LipdubError
 from lipdub.pipeline.media.decode import open_media
 from lipdub.pipeline.media.encode import AudioReport, AudioTrack
-from lipdub.pipeline.partial_files import partial_name, remove_stale_partials
+from lipdub.pipeline.partial_files import remove_stale_partials, writing
 
 
 class CannotCopy(LipdubError):
@@ -56,43 +55,36 @@ def copy_video_stream(source: Path, output: Path, *, audio: Path | None, audio_s
     output = Path(output)
     suffix = output.suffix.lower()
     remove_stale_partials(output.parent)
-    tmp = partial_name(output)
     options = {"movflags": "use_metadata_tags"} if suffix != ".mkv" and metadata else {}
     copied = 0
-    try:
-        with open_media(source) as src:
-            video = src.streams.video[0]
-            codec = video.codec_context.name
-            pix_fmt = video.codec_context.format.name if video.codec_context.format else "?"
-            with av.open(str(tmp), "w", options=options) as container:
-                container.metadata.update(metadata or {})
+    # Durable: the output is the delivered film or clip.
+    with writing(output, durable=True) as tmp, open_media(source) as src:
+        video = src.streams.video[0]
+        codec = video.codec_context.name
+        pix_fmt = video.codec_context.format.name if video.codec_context.format else "?"
+        with av.open(str(tmp), "w", options=options) as container:
+            container.metadata.update(metadata or {})
+            try:
+                stream = container.add_stream_from_template(video)
+            except (ValueError, av.error.FFmpegError) as exc:
+                raise CannotCopy(f"{suffix} cannot hold {codec} as it is ({exc})") from exc
+            if timecode:
+                stream.metadata["timecode"] = timecode
+            track = AudioTrack(container, audio, audio_start, duration) if audio else None
+            for packet in src.demux(video):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                stopping.check()
+                packet.stream = stream
                 try:
-                    stream = container.add_stream_from_template(video)
-                except (ValueError, av.error.FFmpegError) as exc:
-                    raise CannotCopy(f"{suffix} cannot hold {codec} as it is ({exc})") from exc
-                if timecode:
-                    stream.metadata["timecode"] = timecode
-                track = (AudioTrack(container, audio, audio_start, duration) if audio
-                         else None)
-                for packet in src.demux(video):
-                    if packet.size == 0:  # the demuxer's end-of-stream marker
-                        continue
-                    stopping.check()
-                    packet.stream = stream
-                    try:
-                        container.mux(packet)
-                    except av.error.FFmpegError as exc:
-                        if copied == 0:  # the header: the muxer refuses the codec
-                            raise CannotCopy(f"{suffix} cannot hold {codec} as it is "
-                                             f"({exc})") from exc
-                        raise
-                    copied += 1
-                    if track and packet.pts is not None:
-                        track.write_until(float(packet.pts * packet.time_base) - audio_start
-                                          + 0.5)
-                report = track.finish() if track else None
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                    container.mux(packet)
+                except av.error.FFmpegError as exc:
+                    if copied == 0:  # the header: the muxer refuses the codec
+                        raise CannotCopy(f"{suffix} cannot hold {codec} as it is "
+                                         f"({exc})") from exc
+                    raise
+                copied += 1
+                if track and packet.pts is not None:
+                    track.write_until(float(packet.pts * packet.time_base) - audio_start + 0.5)
+            report = track.finish() if track else None
     return StreamCopy(copied, codec, pix_fmt, report)

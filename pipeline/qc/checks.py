@@ -21,8 +21,7 @@ sync
 
 The picture is decoded once (the source beside it, in step). Shots sum up their segments; a shot
 is flagged when any of its segments is. :mod:`lipdub.pipeline.qc.report` writes the contact sheets,
-the
-sync-confidence plots, ``qc.json`` and ``qc.html``.
+the sync-confidence plots, ``qc.json`` and ``qc.html``.
 """
 
 from __future__ import annotations
@@ -195,8 +194,7 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
         if shot_tiles and sheet_dir is not None:
             sheets[shot] = write_contact_sheet(shot_tiles, sheet_dir, shot)
 
-    picks = set().union(*(sheet_picks(s, sheet_frames) for s in by_shot.values())) if by_shot \
-        else set()
+    picks = set().union(*(sheet_picks(s, sheet_frames) for s in by_shot.values()))
     collecting = {s.name: _Collect(s) for s in segments}
     if source is None:
         for col in collecting.values():
@@ -226,28 +224,12 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
         src_bgr = to_bgr(src) if src is not None else None
         history = (history + [(_luma(bgr), None if src_bgr is None else _luma(src_bgr))])[-3:]
         for col in beside:
-            box = col.baseline[index]
-            seam, flicker = _box_metrics([h[0] for h in history], box,
-                                         lower_face_mask(box[3] - box[1], box[2] - box[0]))
-            col.base_seam.append(seam)
-            # Flicker spans three pictures: only where all three are untouched.
-            if flicker is not None and {index - 1, index - 2} <= col.baseline.keys():
-                col.base_flicker.append(flicker)
+            _measure_untouched(col, index, history)
         for col in active:
-            box = col.segment.boxes[index]
-            mask = lower_face_mask(box[3] - box[1], box[2] - box[0])
-            seam, flicker = _box_metrics([h[0] for h in history], box, mask)
-            if src_bgr is not None:
-                src_seam, src_flicker = _box_metrics([h[1] for h in history], box, mask)
-                seam -= src_seam
-                flicker = None if flicker is None else flicker - src_flicker
-            col.seam.append(seam)
-            if flicker is not None:
-                col.flicker.append(flicker)
+            _measure_synced(col, index, history, bgr, src_bgr, sync)
             col.times.append(time)
-            if sync is not None:
-                col.crops.append(model_crop(sync, bgr, box))
             if index in picks:
+                box = col.segment.boxes[index]
                 tiles.setdefault(col.segment.shot, []).append(
                     (index, _tile(src_bgr, box), _tile(bgr, box)))
         for col in [c for c in [*active, *beside] if index == lasts[c.segment.name]]:
@@ -257,6 +239,35 @@ def measure_segments(output: Path, segments: list[QCSegment], *, source: Path | 
         finished(col, t0 or 0.0)
     order = {s.name: i for i, s in enumerate(segments)}
     return sorted(results, key=lambda r: order[r["name"]]), sheets
+
+
+def _measure_untouched(col: _Collect, index: int, history: list) -> None:
+    """Seam and flicker of an untouched frame beside a segment (its baseline)."""
+    box = col.baseline[index]
+    seam, flicker = _box_metrics([h[0] for h in history], box,
+                                 lower_face_mask(box[3] - box[1], box[2] - box[0]))
+    col.base_seam.append(seam)
+    # Flicker spans three pictures: only where all three are untouched.
+    if flicker is not None and {index - 1, index - 2} <= col.baseline.keys():
+        col.base_flicker.append(flicker)
+
+
+def _measure_synced(col: _Collect, index: int, history: list, bgr: np.ndarray,
+                    src_bgr: np.ndarray | None, sync: SyncModel | None) -> None:
+    """Seam and flicker of a synced frame (less the source's own, when there is a source),
+    and its crop for the sync measurement."""
+    box = col.segment.boxes[index]
+    mask = lower_face_mask(box[3] - box[1], box[2] - box[0])
+    seam, flicker = _box_metrics([h[0] for h in history], box, mask)
+    if src_bgr is not None:
+        src_seam, src_flicker = _box_metrics([h[1] for h in history], box, mask)
+        seam -= src_seam
+        flicker = None if flicker is None else flicker - src_flicker
+    col.seam.append(seam)
+    if flicker is not None:
+        col.flicker.append(flicker)
+    if sync is not None:
+        col.crops.append(model_crop(sync, bgr, box))
 
 
 def _tile(bgr: np.ndarray | None, box, height: int = 160) -> np.ndarray | None:
@@ -419,8 +430,7 @@ def measure_loudness(path: Path, listener: _Silence | None = None) -> dict:
     """Integrated loudness (ITU-R BS.1770-4, LUFS) and sample peak of the delivered audio.
 
     Streamed (:mod:`lipdub.pipeline.media.loudness`): memory stays flat however long the film. A
-    mix with
-    more than two channels is down-mixed to stereo by libswresample first. ``listener``
+    mix with more than two channels is down-mixed to stereo by libswresample first. ``listener``
     hears the same blocks (one decode for loudness and silence).
     """
     from lipdub.pipeline.media.loudness import integrated_loudness

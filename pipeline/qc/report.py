@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from lipdub.pipeline.media.timecode import frames_to_timecode, parse_timecode
+from lipdub.pipeline.partial_files import remove_stale_partials, write_image, write_text
 from lipdub.pipeline.qc.checks import QCSettings
 
 _COLOURS = [(200, 90, 30), (40, 140, 230), (60, 170, 60), (170, 60, 170), (30, 160, 200)]
@@ -105,14 +106,21 @@ def confidence_plot(series: list[tuple[str, list[float], list[float]]], size=(80
 def write_contact_sheet(tiles: list, out_dir: Path, shot: int) -> str:
     """Write one shot's contact sheet PNG into ``out_dir``; returns its file name."""
     path = out_dir / f"shot{shot:04d}_sheet.png"
-    cv2.imwrite(str(path), contact_sheet(sorted(tiles, key=lambda t: t[0])))
+    write_image(path, contact_sheet(sorted(tiles, key=lambda t: t[0])))
     return path.name
 
 
 def write_report(report: dict, sheets: dict[int, str], out_dir: Path) -> dict:
     """Write the sync plots, ``qc.json`` and ``qc.html`` into ``out_dir`` (the contact sheets,
-    named in ``sheets``, are there already); return the report."""
+    named in ``sheets``, are there already); return the report.
+
+    ``out_dir`` is the report's own folder, not a temporary one renamed at the end, so each file
+    is written atomically (a killed run leaves no half a ``qc.json`` that reads as a report);
+    ``qc.json`` comes last, so its presence says the rest is there. Not durable: the report is a
+    reading of the output, which ``lipdub qc`` measures again.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir)  # what a killed QC of the same output left
     for shot in report["shots"]:
         name = f"shot{shot['shot']:04d}"
         shot["contact_sheet"], shot["sync_plot"] = sheets.get(shot["shot"]), None
@@ -120,7 +128,7 @@ def write_report(report: dict, sheets: dict[int, str], out_dir: Path) -> dict:
         series = [(s["name"], s["sync"]["conf_times"], s["sync"]["conf"]) for s in measured]
         if series:
             path = out_dir / f"{name}_sync.png"
-            cv2.imwrite(str(path), confidence_plot(
+            write_image(path, confidence_plot(
                 series, title=f"shot {shot['shot']}: sync confidence per picture",
                 y_label=f"confidence ({measured[0]['sync']['metric']})"))
             shot["sync_plot"] = path.name
@@ -128,10 +136,10 @@ def write_report(report: dict, sheets: dict[int, str], out_dir: Path) -> dict:
 
     for shot in report.get("routing") or []:
         shot["strip"] = f"shot{shot['shot']:04d}_routing.png"
-        cv2.imwrite(str(out_dir / shot["strip"]), routing_strip(shot))
+        write_image(out_dir / shot["strip"], routing_strip(shot))
     json_path, html_path = out_dir / "qc.json", out_dir / "qc.html"
-    json_path.write_text(json.dumps(report, indent=2))
-    html_path.write_text(render_html(report))
+    write_text(html_path, render_html(report))
+    write_text(json_path, json.dumps(report, indent=2))
     return {**report, "json": str(json_path), "html": str(html_path)}
 
 

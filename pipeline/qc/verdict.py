@@ -9,6 +9,7 @@ With ``output.qc_fail_on: flagged`` the run fails instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 
 from lipdub.pipeline.errors import LipdubError
@@ -17,6 +18,26 @@ from lipdub.pipeline.media.timecode import FrameClock, Timecode
 
 class QCFlagged(LipdubError):
     """QC flagged shots and the job asked for a failed run then (``output.qc_fail_on``)."""
+
+
+@dataclass
+class QCOutcome:
+    """What a film's QC found, as the run hands it on: the report's files, its counts and
+    verdict, and the whole report (qc.json's content) for the flagged rows."""
+
+    html: str
+    json: str
+    shots: int
+    verdict: str
+    shots_flagged: int
+    segments_flagged: int
+    sync_model: dict | None  # {kind, weights}
+    loudness: dict | None
+    report: dict = field(repr=False)
+
+    def summary(self) -> dict:
+        """The run summary's ``qc`` entry: all but the whole report (it is in qc.json)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "report"}
 
 
 def verdict_name(shots_flagged: int, shots: int) -> str | None:

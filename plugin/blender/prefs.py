@@ -41,7 +41,7 @@ class LIPDUB_AddonPreferences(AddonPreferences):
         description="Prefect API key, or user:password for a server with basic auth. Kept in "
                     "memory only (never saved); LIPDUB_API_KEY in the environment sets it")
     deployment: StringProperty(
-        name="Deployment", default="dub_film/lipdub",
+        name="Deployment", default=state.core.DEFAULT_DEPLOYMENT,
         description="flow/deployment registered by `lipdub serve` (default name: lipdub)")
     generator: StringProperty(
         name="Generator checkpoint", default="wav2lip_gan",

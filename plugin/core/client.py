@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from typing import Any
 
+from . import contract
 from .types import (
     CANCELLING,
     ApiError,
@@ -39,7 +40,7 @@ from .types import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:4200/api"
-DEFAULT_DEPLOYMENT = "dub_film/lipdub"
+DEFAULT_DEPLOYMENT = contract.FLOW_DEPLOYMENT
 USER_AGENT = "lipdub-plugin/0.1"
 # Answers worth another try, as Prefect's own client does (a busy SQLite server answers 503).
 RETRY_CODES = frozenset({408, 429, 502, 503, 504})
@@ -66,7 +67,7 @@ def split_deployment_name(name: str) -> tuple[str, str]:
     flow, _, deployment = name.rpartition("/")
     if not deployment:
         raise DeploymentNotFound("no deployment name is set (e.g. dub_film/lipdub)")
-    return flow or "dub_film", deployment
+    return flow or contract.FLOW, deployment
 
 
 def api_key_from_env() -> str:

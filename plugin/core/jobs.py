@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import contract
 from .client import PrefectClient
 from .types import (
     CANCELLING,
@@ -42,10 +43,10 @@ from .types import (
 )
 
 OUTPUT_EXTENSIONS = (".mp4", ".mov", ".mkv", ".m4v")
-PROGRESS_KEY = "lipdub-progress"
-RESULT_KEY = "lipdub-result"
+PROGRESS_KEY = contract.PROGRESS_KEY
+RESULT_KEY = contract.RESULT_KEY
 POOL_CHECK_SECONDS = 10.0  # how often a queued run's work pool is asked about its machines
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME_RE = re.compile(contract.CHARACTER_NAME)
 
 
 def _is_abs(path: str) -> bool:
@@ -147,8 +148,8 @@ class DubRequest:
         if not self.stems:
             out.append("no stem chosen: add at least one character with its dialogue stem")
         for name, path in self.stems.items():
-            if not name or not _NAME_RE.match(name):
-                out.append(f"character name {name!r}: use letters, digits, - and _")
+            if not name or not _NAME_RE.fullmatch(name):
+                out.append(f"character name {name!r}: {contract.CHARACTER_NAME_RULE}")
             if not path:
                 out.append(f"stem of {name!r}: no file chosen")
             elif not _is_abs(path):
@@ -440,7 +441,7 @@ class DubTask:
                 pass
             output = self.request.output
             summary = None
-            summary_path = output + ".json"
+            summary_path = output + contract.SUMMARY_SUFFIX
             if os.path.isfile(summary_path):
                 try:
                     with open(summary_path, encoding="utf-8") as fh:
