@@ -132,6 +132,14 @@ def test_formats_decode_to_mono_16k(tmp_path, codec, fmt, suffix, rate, channels
     if lossy:
         assert abs(len(audio.samples) - len(expected)) < 0.1 * 16000
         assert abs(np.std(audio.samples) - np.std(expected)) < 0.05
+        # The strongest parts of the spectrum are the channels' tones, each of them, where
+        # they were (a wrong rate or channel mix moves or loses one).
+        spectrum = np.abs(np.fft.rfft(audio.samples * np.hanning(len(audio.samples))))
+        freqs = np.fft.rfftfreq(len(audio.samples), 1 / 16000)
+        strong = freqs[spectrum > 0.3 * spectrum.max()]
+        tones = np.array([440 + 110 * c for c in range(channels)])
+        assert all(np.abs(tones - f).min() < 5 for f in strong), strong
+        assert all(np.abs(strong - t).min() < 5 for t in tones), strong
     else:
         assert len(audio.samples) == len(expected)
         np.testing.assert_allclose(audio.samples, expected, atol=1e-4)

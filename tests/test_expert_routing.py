@@ -4,7 +4,8 @@
   weight-free judgement of the original audio; overrides) with a scorer whose answers the test
   sets.
 - The scoring plumbing on the real split-screen clip (its own audio, detected faces) with
-  synthetic full-size expert weights: every face gets a finite score.
+  synthetic full-size expert weights: each face's score equals the one computed in the test
+  from the definition (its crops, the film's audio at their times, the offset search).
 - The scoring itself with the synthetic talking-mouth expert (``synthetic_expert`` in
   conftest.py): two drawn faces side by side, one speaking the film's audio and one another
   recording; the speaker wins, and swapping the audio swaps the winner.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
@@ -102,7 +104,7 @@ def test_a_lone_face_asks_the_expert_overrides_do_not():
 
 def test_split_screen_faces_are_scored_against_the_films_audio(
         media_dir, detector_weights, expert_weights, tmp_path):
-    from lipdub.pipeline.expert_routing import expert_scorer
+    from lipdub.pipeline.expert_routing import CONTEXT_SECONDS, expert_scorer
     from lipdub.pipeline.faces.detector import load_face_detector
     from lipdub.pipeline.film_scan import scan_film, track_shot
     from lipdub.pipeline.lse_segment import AudioSource, load_sync_model
@@ -118,11 +120,61 @@ def test_split_screen_faces_are_scored_against_the_films_audio(
     assert len(speech.db) == pytest.approx(scan.duration * ENVELOPE_RATE, rel=0.05)
     assert len(audio.samples) == pytest.approx(
         scan.duration * SAMPLE_RATE, rel=0.05)
-    score = expert_scorer(load_sync_model(None, str(expert_weights)), info, scan, audio,
-                          (0, 10, 0, 0))
+    sync = load_sync_model(None, str(expert_weights))
+    pads = (0, 10, 0, 0)
+    score = expert_scorer(sync, info, scan, audio, pads)
     scores = score(tracks[:2], 10, 100)
     assert set(scores) == {tracks[0].track_id, tracks[1].track_id}
-    assert all(s is not None and np.isfinite(s) for s in scores.values()), scores
+    # Synthetic weights judge nothing, so which face wins means nothing here; what is
+    # deterministic is the plumbing. Each score must be the one computed below from the
+    # definition, with the same network: the face's own padded crops over the piece and its
+    # context, the film's audio at the pictures' times, the offset search at offset 0. A wrong
+    # crop, pad, context, audio lead or mel position moves a score by 1e-5 or more (tried);
+    # the two ways of computing it agree to ~2e-7 (float32 embeddings).
+    context = int(round(CONTEXT_SECONDS * float(info.average_rate)))
+    lo, hi = max(10 - context, 0), min(100 + context, len(scan.times))
+    with av.open(str(info.path)) as container:
+        pictures = [f.to_ndarray(format="bgr24")
+                    for _, f in zip(range(hi), container.decode(video=0))][lo:]
+    for track in tracks[:2]:
+        assert track.first <= lo and hi - 1 <= track.last  # no gap: every picture scored
+        want = _expert_confidence(sync.model, info, track, pictures, lo, pads,
+                                  scan.times[lo:hi] - scan.times[0], original.samples(), lead)
+        assert scores[track.track_id] == pytest.approx(want, abs=1e-6), (track.track_id, scores)
+    assert abs(scores[tracks[0].track_id] - scores[tracks[1].track_id]) > 1e-4  # own crops
+
+
+def _expert_confidence(model, info, track, pictures, lo, pads, times, samples, lead) -> float:
+    """The zero-offset confidence of one face from the definitions (spec §3.1, §1.4, §7.3),
+    written out with numpy: 5-picture windows of the lower halves of the face's crops, the
+    16-column mel chunk at each window's first picture, distances at offsets -15..15 with
+    zeros beyond the ends, and the median over offsets minus the mean distance at offset 0."""
+    import torch
+
+    from lipdub.pipeline.audio import melspectrogram
+    from lipdub.pipeline.generator import crop_face, padded_box
+
+    lower = [crop_face(pic, padded_box(track.boxes[k - track.first], pads, info.width,
+                                       info.height))[48:].astype(np.float32) / 255
+             for k, pic in enumerate(pictures, start=lo)]
+    first = int(round((times[0] + lead) * SAMPLE_RATE))
+    seconds = times[-1] - times[0] + 0.5
+    mel = melspectrogram(samples[first: first + int(np.ceil(seconds * SAMPLE_RATE))])
+    n = len(lower) - 4
+    faces = np.stack([np.concatenate(lower[v: v + 5], axis=2) for v in range(n)])
+    columns = [int(np.floor((times[v] - times[0]) * 80 + 1e-9)) for v in range(n)]
+    assert columns[-1] + 16 <= mel.shape[1]  # no chunk clamped at the end
+    mels = np.stack([mel[:, c: c + 16] for c in columns])[:, None]
+    with torch.inference_mode():
+        audio_emb, face_emb = model(torch.from_numpy(mels), torch.from_numpy(faces)
+                                    .permute(0, 3, 1, 2))
+    a, f = audio_emb.double().numpy(), face_emb.double().numpy()
+    shift = 15
+    padded = np.concatenate([np.zeros((shift, a.shape[1])), a, np.zeros((shift, a.shape[1]))])
+    mean_dist = np.array([
+        np.mean([np.linalg.norm(f[v] - padded[v + shift + k] + 1e-6) for v in range(n)])
+        for k in range(-shift, shift + 1)])
+    return float(np.median(mean_dist) - mean_dist[shift])
 
 
 def test_a_film_without_audio_has_no_original_speech(media_dir, tmp_path):

@@ -4,11 +4,13 @@ one does. Networks are narrowed 16x (the paper's widths are the default elsewher
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
 import pytest
 import torch
+from lse_reference import lse_by_definition
 
 from lipdub.cli.main import main as cli_main
 from lipdub.training.args import ExpertArgs, GeneratorArgs, load_args
@@ -114,7 +116,17 @@ def test_expert_evaluation(tiny_data, expert_run):
     metrics = evaluate_expert(expert_run / "checkpoint_step000000004.pth", tiny_data,
                               batches=2, batch_size=8, device="cpu")
     assert metrics["samples"] == 16 and metrics["width_divisor"] == 16
-    assert 0 <= metrics["accuracy"] <= 1 and math.isfinite(metrics["loss"])
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["loss"] > 0
+    # The run evaluated this very checkpoint at step 4 on the draws evaluate_expert makes with
+    # the same seed and sizes (eval_batches 2 of batch_size 4): the figures it logged come back.
+    # A wrong checkpoint, width, seed or sample list gives other figures.
+    again = evaluate_expert(expert_run / "checkpoint_step000000004.pth", tiny_data,
+                            batches=2, batch_size=4, device="cpu")
+    logged = {r["metric"]: r["value"] for r in read_metrics(expert_run / "metrics.csv")
+              if r["split"] == "eval" and r["step"] == 4}
+    assert again["samples"] == 8
+    for name in ("loss", "accuracy", "acc_in_sync", "acc_off_sync"):
+        assert again[name] == pytest.approx(logged[name], rel=2e-5, abs=1e-9), name
 
 
 def test_gan_generator_switches_sync_on_and_resumes_exactly(tiny_data, expert_run, tmp_path):
@@ -262,8 +274,12 @@ def test_lse_pairs_generate_score_skip_and_resume(media_dir, synthetic_generator
     assert (summary["scored"], summary["skipped"]) == (1, 1)  # the paper skips long audio
     assert math.isfinite(summary["lse_d"]) and math.isfinite(summary["lse_c"])
     assert summary["lse_c"] >= 0  # median minus minimum over the offsets
-    rows = (tmp_path / "eval" / "lse_results.csv").read_text().splitlines()
-    assert len(rows) == 3 and "video shorter than audio" in rows[2]
+    with (tmp_path / "eval" / "lse_results.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and rows[1]["skipped"] == "video shorter than audio"
+    # One pair scored: the summary's means are its row's figures.
+    assert (float(rows[0]["lse_d"]), float(rows[0]["lse_c"])) == pytest.approx(
+        (summary["lse_d"], summary["lse_c"]), rel=1e-9)
     generated = next((tmp_path / "eval").glob("00000_*.mp4"))
     stamp = generated.stat().st_mtime_ns
     again = evaluate_lse(pairs, tmp_path / "eval", lse_model=lse_weights,
@@ -273,9 +289,25 @@ def test_lse_pairs_generate_score_skip_and_resume(media_dir, synthetic_generator
 
     from lipdub.training.evaluate import load_lse_model
 
-    own = score_video(load_lse_model(lse_weights, torch.device("cpu")), clip,
-                      tmp_path / "other.wav")
-    assert math.isfinite(own.lse_d) and -15 <= own.offset <= 15
+    scorer = load_lse_model(lse_weights, torch.device("cpu"))
+    own = score_video(scorer, clip, tmp_path / "other.wav")
+    # The figures from their definitions (lse_reference.py): Wav2Lip's evaluation resizes each
+    # whole picture to 224x224 (spec §7.2); the clip is 25 fps, so every picture is used.
+    import av
+    import cv2
+
+    from lipdub.pipeline.audio import read_pcm16_mono_16k
+    from lipdub.pipeline.lse_metric import mfcc
+
+    with av.open(str(clip)) as container:
+        pictures = [cv2.resize(f.to_ndarray(format="bgr24"), (224, 224),
+                               interpolation=cv2.INTER_LINEAR) for f in container.decode(video=0)]
+    assert len(pictures) == 30
+    want = lse_by_definition(scorer, pictures, mfcc(read_pcm16_mono_16k(tmp_path / "other.wav")))
+    assert want["windows"] == 24  # min(30 pictures, 119 MFCC columns // 4) - 5
+    assert own.lse_d == pytest.approx(want["lse_d"], rel=1e-5)
+    assert own.lse_c == pytest.approx(want["lse_c"], rel=1e-4, abs=1e-4)
+    assert own.offset == want["offset"]
     videos = [tmp_path / f"v{i}.mp4" for i in range(5)]
     assert all(v != a for v, a in make_pairs(videos, seed=3))
     assert sorted(a for _, a in make_pairs(videos, seed=3)) == sorted(videos)

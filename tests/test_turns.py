@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from lipdub.pipeline.turns import Turns
 
 
@@ -34,11 +36,8 @@ def test_turns_are_served_in_order_one_at_a_time():
 
 def test_a_turn_given_up_holds_nobody_back_and_a_retry_is_not_held():
     turns, order = Turns(), []
-    try:
-        with turns.turn(0):  # an error before its wait (or a unit found done)
-            raise ValueError("the unit failed before its turn")
-    except ValueError:
-        pass
+    with pytest.raises(ValueError, match="before its turn"), turns.turn(0):
+        raise ValueError("the unit failed before its turn")  # before its wait (or found done)
     _take(turns, 1, order).join(timeout=5)
     _take(turns, 0, order).join(timeout=5)  # number 0 again (a retry): not held
     assert order == [1, "1 done", 0, "0 done"]
