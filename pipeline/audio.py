@@ -122,7 +122,7 @@ def iter_pcm16_mono_16k(path: str | Path) -> Iterator[np.ndarray]:
     with open_media(path) as container:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         try:
             for frame in container.decode(container.streams.audio[0]):
                 for f in resampler.resample(frame):
@@ -248,7 +248,8 @@ def frame_mel_starts(seconds: np.ndarray, dub_columns: int, fps: float | None) -
         (frames,) int64.
     """
     if fps:
-        starts = (np.arange(len(seconds), dtype=np.float64) * (80.0 / fps)).astype(np.int64)
+        starts = (np.arange(len(seconds), dtype=np.float64)
+                  * (MEL_FRAMES_PER_SECOND / fps)).astype(np.int64)
     else:
         starts = np.floor(np.asarray(seconds, np.float64) * MEL_FRAMES_PER_SECOND
                           + 1e-9).astype(np.int64)
@@ -269,7 +270,7 @@ def mel_chunk_starts(n_mel_frames: int, fps: float) -> np.ndarray:
     Returns:
         (n_chunks,) int64; n_chunks is the reference's number of output frames.
     """
-    step = 80.0 / fps
+    step = MEL_FRAMES_PER_SECOND / fps
     count = max(0, int(np.ceil((n_mel_frames - MEL_STEP_SIZE + 1) / step)) + 2)
     starts = (np.arange(count, dtype=np.float64) * step).astype(np.int64)
     starts = starts[starts + MEL_STEP_SIZE <= n_mel_frames]
@@ -284,14 +285,14 @@ def mel_chunk_start_at(time_seconds: float, n_mel_frames: int) -> int:
 
 def training_frames(n_mel_frames: int, fps: float = 25.0) -> np.ndarray:
     """Frame indices f >= 1 whose 16-column expert window (starting at frame f) fits the mel."""
-    frames = np.arange(1, int(n_mel_frames / 80.0 * fps) + 2)
+    frames = np.arange(1, int(n_mel_frames / MEL_FRAMES_PER_SECOND * fps) + 2)
     frames = frames[[sync_mel_start(int(f), fps) + MEL_STEP_SIZE <= n_mel_frames for f in frames]]
     return frames.astype(np.int64)
 
 
 def sync_mel_start(frame: int, fps: float = 25.0) -> int:
     """Training: the expert's mel window for a 5-frame window starting at ``frame``."""
-    return int(80.0 * (frame / float(fps)))
+    return int(MEL_FRAMES_PER_SECOND * (frame / float(fps)))
 
 
 def indiv_mel_start(frame: int, fps: float = 25.0) -> int:
@@ -300,4 +301,4 @@ def indiv_mel_start(frame: int, fps: float = 25.0) -> int:
     The original's "+1 (0->1 indexing)" then "-2" leaves this offset (spec §1.5); trained models
     expect it, so training reproduces it.
     """
-    return int(80.0 * ((frame - 1) / float(fps)))
+    return int(MEL_FRAMES_PER_SECOND * ((frame - 1) / float(fps)))

@@ -22,6 +22,7 @@ import numpy as np
 
 from lipdub.pipeline.audio import (
     MEL_STEP_SIZE,
+    SAMPLE_RATE,
     iter_pcm16_mono_16k,
     mel_chunk_start_at,
     melspectrogram,
@@ -126,8 +127,8 @@ class AudioSource:
 
     def window(self, start: float, seconds: float) -> np.ndarray:
         """``seconds`` of samples from ``start`` (seconds after the first picture), 0-padded."""
-        first = int(round((start + self.delay) * 16000))
-        count = int(np.ceil(seconds * 16000))
+        first = int(round((start + self.delay) * SAMPLE_RATE))
+        count = int(np.ceil(seconds * SAMPLE_RATE))
         out = np.zeros(count, self.samples.dtype)
         lo, hi = max(first, 0), min(first + count, len(self.samples))
         if hi > lo:

@@ -31,7 +31,7 @@ from lipdub.pipeline.audio import read_pcm16_mono_16k
 from lipdub.pipeline.clip_sync import SyncOptions, sync_clip
 from lipdub.pipeline.errors import LipdubError
 from lipdub.pipeline.generator import LipSyncModel, resolve_device
-from lipdub.pipeline.lse_metric import mfcc, sync_score, syncnet_features
+from lipdub.pipeline.lse_metric import MFCC_RATE, mfcc, sync_score, syncnet_features
 from lipdub.pipeline.media.decode import iter_video_frames, open_media, probe_video
 from lipdub.pipeline.media.frames import to_bgr
 from lipdub.pipeline.partial_files import write_text, writing
@@ -147,7 +147,7 @@ def score_video(model: SyncNetLSE, video: str | Path, audio: str | Path | None =
     source = Path(audio) if audio else video
     pcm = read_pcm16_mono_16k(source)
     if audio is None:  # align the soundtrack with the first picture
-        offset = int(round((first_time - _audio_start(video)) * 16000))
+        offset = int(round((first_time - _audio_start(video)) * MFCC_RATE))
         pcm = pcm[offset:] if offset >= 0 else np.concatenate([np.zeros(-offset, pcm.dtype), pcm])
     video_feat, audio_feat = syncnet_features(model, frames, mfcc(pcm))
     return sync_score(video_feat, audio_feat)
