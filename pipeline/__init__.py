@@ -35,8 +35,9 @@ lip sync              ``generator`` (batched Wav2Lip on face crops), ``composite
 sync measurement      ``lse_metric`` (LSE-D/LSE-C, syncnet_python's), ``lse_segment`` (one
                       segment measured, for QC and routing)
 film flow             ``flows`` (``dub_film``), ``film_stages`` (its stages as functions),
-                      ``assemble`` (the output), ``turns`` (GPU turns), ``run_progress``,
-                      ``run_tables`` (what the Prefect UI shows), ``work_cache``
+                      ``assemble`` (the output), ``film_summary`` (``OUT.json``), ``turns``
+                      (GPU turns), ``run_progress``, ``run_tables`` (what the Prefect UI
+                      shows), ``work_cache``
 farm                  ``farm/``: ``fan_out``, ``chunk_flows``, ``temporary_server``
 quality control       ``qc/``: ``checks``, ``report``, ``verdict``
 processes             ``stopping`` (signals), ``die_with_parent``, ``partial_files`` (temporary

@@ -59,6 +59,7 @@ from lipdub.pipeline.film_stages import (
     unit_path,
     unit_result,
 )
+from lipdub.pipeline.film_summary import FilmSummary
 from lipdub.pipeline.film_units import SyncUnit, film_fingerprint, units_from_decisions
 from lipdub.pipeline.job import JobSpec, check_job_inputs, parse_job
 from lipdub.pipeline.media.decode import VideoInfo, probe_video
@@ -340,24 +341,25 @@ def _qc(run: _Run, results: list, audio: Path, mix: dict | None, tags: dict) -> 
                                    run.routing.heard)})
 
 
-def _finish(run: _Run, summary: dict, qc: QCOutcome | None, changed: int):
+def _finish(run: _Run, summary: FilmSummary, qc: QCOutcome | None, changed: int):
     """The summary written beside the output, the verdict and the result in Prefect; the
     run's end state (Completed, named after a QC verdict, or Failed when the job asks)."""
     spec = run.spec
     summary_path = spec.output.path.with_name(spec.output.path.name + contract.SUMMARY_SUFFIX)
-    write_text(summary_path, json.dumps(summary, indent=2), durable=True)
+    written = summary.as_dict()
+    write_text(summary_path, json.dumps(written, indent=2), durable=True)
     run.progress.finish()
     verdict = _publish_qc(spec, run.info, qc, run.start_tc, run.log) if qc else None
     create_markdown_artifact(
         f"**{spec.output.path.name}**: {changed} of {len(run.scan.times)} frames changed, "
-        f"{summary['units_computed']} units computed, {summary['units_cached']} from cache."
+        f"{summary.units_computed} units computed, {summary.units_cached} from cache."
         + (f" QC: {qc.shots_flagged} shot(s) flagged ({qc.html})." if qc else ""),
         key=contract.RESULT_KEY, description="dubbed film")
     if verdict and spec.output.qc_fail_on == "flagged":
         raise QCFlagged(f"{verdict} ({qc.html}); the job's output.qc_fail_on is 'flagged': "
                         f"{spec.output.path} is written, review it before delivery")
     # Completed either way; a flagged film's state says so in the runs list.
-    return Completed(name=verdict, data=summary) if verdict else summary
+    return Completed(name=verdict, data=written) if verdict else written
 
 
 def _deployment_name() -> str | None:
@@ -600,32 +602,32 @@ def _publish_tables(scan: FilmScan, tracks, stems, decisions: list[Decision],
 
 
 def _summary(run: _Run, results: list, done: Assembly, mix: dict | None, qc: QCOutcome | None,
-             tags: dict, otio_path: Path) -> dict:
+             tags: dict, otio_path: Path) -> FilmSummary:
     """The run summary written beside the output (``OUT.json``)."""
     from prefect.runtime import flow_run
 
     spec, scan, clock = run.spec, run.scan, run.clock
     computed = sum(1 for _, r in results if not r["cached"])
     faces = describe_faces(run.faces())
-    return {
-        "film": str(spec.film),
-        "output": str(spec.output.path),
-        "frames": int(len(scan.times)),
-        "frames_changed": int(done.changed),
-        "shots": [{"index": s.index, "start": s.start, "end": s.end,
-                   "start_time": s.start_time, "end_time": s.end_time} for s in scan.shots],
+    return FilmSummary(
+        film=str(spec.film),
+        output=str(spec.output.path),
+        frames=int(len(scan.times)),
+        frames_changed=int(done.changed),
+        shots=[{"index": s.index, "start": s.start, "end": s.end,
+                "start_time": s.start_time, "end_time": s.end_time} for s in scan.shots],
         # Frames half-open, as everywhere ([first, end)); faces by their place.
-        "tracks": [{"shot": t.shot, "track": t.track_id, "order": t.order,
-                    "face": faces[(t.shot, t.track_id)], "first": t.first, "end": t.last + 1}
-                   for t in run.faces()],
-        "segments": [asdict(seg) for st in run.stems.values() for seg in st.segments],
-        "decisions": [asdict(d) for d in run.routing.decisions],
-        "units": [{**asdict(u), "cached": r["cached"], "result": r["path"]} for u, r in results],
-        "units_computed": computed,
-        "units_cached": len(results) - computed,
-        "audio_report": asdict(done.audio) if done.audio else {},
-        "consent": spec.consent,
-        "timings": {
+        tracks=[{"shot": t.shot, "track": t.track_id, "order": t.order,
+                 "face": faces[(t.shot, t.track_id)], "first": t.first, "end": t.last + 1}
+                for t in run.faces()],
+        segments=[asdict(seg) for st in run.stems.values() for seg in st.segments],
+        decisions=[asdict(d) for d in run.routing.decisions],
+        units=[{**asdict(u), "cached": r["cached"], "result": r["path"]} for u, r in results],
+        units_computed=computed,
+        units_cached=len(results) - computed,
+        audio_report=asdict(done.audio) if done.audio else {},
+        consent=spec.consent,
+        timings={
             "analysis_s": round(clock["analysed"] - clock["start"], 2),
             "tracking_s": round(clock["tracked"] - clock["scanned"], 2),
             "routing_s": round(clock["routed"] - clock["analysed"], 2),
@@ -633,15 +635,16 @@ def _summary(run: _Run, results: list, done: Assembly, mix: dict | None, qc: QCO
             "assembly_s": round(clock["assembled"] - clock["synced"], 2),
             "qc_s": round(clock["checked"] - clock["assembled"], 2),
         },
-        "stem_mix": mix,
-        "damage": [asdict(d) for d in scan.damage],
-        "chunks": run.fan.records if run.fan else [],
-        **{key: getattr(done, key) for key in ("profile", "pix_fmt", "packets_copied",
-                                               "frames_encoded", "passthrough", "size_note")},
-        "timecode": run.start_tc.as_dict() if run.start_tc else None,
-        "provenance": tags,
-        "otio": str(otio_path),
-        "qc": qc.summary() if qc else None,
-        "flow_run": {"id": str(flow_run.id), "name": flow_run.name,
-                     "tags": sorted(flow_run.tags or [])},
-    }
+        stem_mix=mix,
+        damage=[asdict(d) for d in scan.damage],
+        chunks=run.fan.records if run.fan else [],
+        profile=done.profile, pix_fmt=done.pix_fmt, packets_copied=done.packets_copied,
+        frames_encoded=done.frames_encoded, passthrough=done.passthrough,
+        size_note=done.size_note,
+        timecode=run.start_tc.as_dict() if run.start_tc else None,
+        provenance=tags,
+        otio=str(otio_path),
+        qc=qc.summary() if qc else None,
+        flow_run={"id": str(flow_run.id), "name": flow_run.name,
+                  "tags": sorted(flow_run.tags or [])},
+    )
