@@ -13,7 +13,7 @@ import functools
 import hashlib
 import json
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,10 +176,20 @@ def unit_path(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit, tra
     return work / "units" / f"{unit.name}_{key}.npz", boxes
 
 
+@dataclass
+class UnitResult:
+    """A lip-synced unit: its result file (frames, boxes, mouths; film_units) and whether it
+    was found in the work folder instead of computed."""
+
+    unit: str
+    path: str
+    cached: bool
+
+
 def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
                 track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
                 work: Path, card_turn=None) -> dict:
-    """Lip-sync one unit, or find it done: ``{"unit", "path", "cached"}``.
+    """Lip-sync one unit, or find it done.
 
     ``card_turn``: gives the unit's turn on the card when units run in threads
     (:meth:`lipdub.pipeline.turns.Turns.turn`); the turn is over when this returns or fails, and is
@@ -190,10 +200,10 @@ def unit_result(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
         path, boxes = unit_path(job, info, scan, unit, track, stem, film_id, weights_sha, work,
                                 device_type=model.device.type, precision=model.precision)
         if path.exists():
-            return {"unit": unit.name, "path": str(path), "cached": True}
+            return UnitResult(unit.name, str(path), cached=True)
         lipsync_unit(info, scan, unit, boxes, stem_mel(stem.samples_path), model, path,
                      batch_size=job.settings.batch_size, wait_for_card=wait_for_card)
-    return {"unit": unit.name, "path": str(path), "cached": False}
+    return UnitResult(unit.name, str(path), cached=False)
 
 
 def generator_sha(job: JobSpec) -> str:

@@ -49,6 +49,7 @@ from lipdub.pipeline.farm.fan_out import (
 )
 from lipdub.pipeline.film_scan import FilmScan, TrackInfo, load_tracks
 from lipdub.pipeline.film_stages import (
+    UnitResult,
     code_version,
     detector_identity,
     film_shots,
@@ -119,7 +120,7 @@ def stem_task(job: JobSpec, character: str, work: Path) -> StemAnalysis:
 @task(name="lip-sync", task_run_name="lip-sync {unit.name}", cache_policy=NO_CACHE, retries=1)
 def lipsync_task(job: JobSpec, info: VideoInfo, scan: FilmScan, unit: SyncUnit,
                  track: TrackInfo, stem: StemAnalysis, film_id: str, weights_sha: str,
-                 work: Path, card_turn=None) -> dict:
+                 work: Path, card_turn=None) -> UnitResult:
     return unit_result(job, info, scan, unit, track, stem, film_id, weights_sha, work,
                        card_turn)
 
@@ -155,7 +156,7 @@ def qc_task(job: JobSpec, scan: FilmScan, units: list[tuple], audio: Path,
 
     segments = []
     for unit, result in units:
-        with np.load(result["path"]) as data:
+        with np.load(result.path) as data:
             boxes = {int(f): tuple(int(v) for v in b) for f, b in zip(data["frames"],
                                                                      data["boxes"])}
         segments.append(QCSegment(unit.name, unit.shot, unit.start, unit.end, boxes,
@@ -393,7 +394,7 @@ class _UnitFiles:
 def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncUnit],
                by_track: dict, stems: dict, film_id: str, weights_sha: str, work: Path,
                unit_done: Callable[[int], None],
-               unit_file: Callable[[int, str], None]) -> dict[int, dict]:
+               unit_file: Callable[[int, str], None]) -> dict[int, UnitResult]:
     """Lip-sync the units in this process's task threads.
 
     Units take the generator one at a time, whole, in film order (lipdub.pipeline.turns): at most
@@ -402,7 +403,7 @@ def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncU
     them, so compositing and encoding overlap the generator as in ``lipdub sync``).
     """
     turns = Turns()
-    finished: dict[int, dict] = {}
+    finished: dict[int, UnitResult] = {}
     running: dict = {}
     queued = iter(enumerate(units))
     while len(finished) < len(units):
@@ -414,7 +415,7 @@ def _sync_here(spec: JobSpec, info: VideoInfo, scan: FilmScan, units: list[SyncU
         future = next(as_completed(list(running)))
         i = running.pop(future)
         finished[i] = future.result()
-        unit_file(i, finished[i]["path"])
+        unit_file(i, finished[i].path)
         unit_done(units[i].end - units[i].start)
     return finished
 
@@ -478,7 +479,7 @@ class _FanOut:
         return {i: load_tracks(p) for i, p in sorted(paths.items())}
 
     def units(self, units: list[SyncUnit], tracks: dict, stems: dict, detector_sha: str,
-              weights_sha: str, unit_done, unit_file) -> dict[int, dict]:
+              weights_sha: str, unit_done, unit_file) -> dict[int, UnitResult]:
         spec, scan, work = self.spec, self.scan, self.work
         device_type, precision = farm_precision(spec.settings, self.farm)
         by_track = {(t.shot, t.track_id): t for ts in tracks.values() for t in ts}
@@ -488,7 +489,7 @@ class _FanOut:
                                 stems[u.character], self.film_id, weights_sha, work,
                                 device_type=device_type, precision=precision)
             if path.exists():
-                finished[i] = {"unit": u.name, "path": str(path), "cached": True}
+                finished[i] = UnitResult(u.name, str(path), cached=True)
                 unit_file(i, str(path))
                 unit_done(u.end - u.start)
             else:
@@ -506,7 +507,7 @@ class _FanOut:
                                                                  detector_sha))}
 
         def arrived(i: int, path: str, computed: bool) -> None:
-            finished[i] = {"unit": units[i].name, "path": path, "cached": not computed}
+            finished[i] = UnitResult(units[i].name, path, cached=not computed)
             unit_file(i, path)
             unit_done(units[i].end - units[i].start)
 
@@ -524,7 +525,7 @@ class _FanOut:
                 if expected.pop(i, None) is not None:
                     arrived(i, item["path"], item["computed"])
                 else:  # seen already: the record says whether it was computed or found
-                    finished[i]["cached"] = not item["computed"]
+                    finished[i].cached = not item["computed"]
 
         chunks = make_waves("lipsync", missing, frames, self.count(sum(frames)),
                             len(self.farm.workers), "units")
@@ -607,7 +608,7 @@ def _summary(run: _Run, results: list, done: Assembly, mix: dict | None, qc: QCO
     from prefect.runtime import flow_run
 
     spec, scan, clock = run.spec, run.scan, run.clock
-    computed = sum(1 for _, r in results if not r["cached"])
+    computed = sum(1 for _, r in results if not r.cached)
     faces = describe_faces(run.faces())
     return FilmSummary(
         film=str(spec.film),
@@ -622,7 +623,7 @@ def _summary(run: _Run, results: list, done: Assembly, mix: dict | None, qc: QCO
                 for t in run.faces()],
         segments=[asdict(seg) for st in run.stems.values() for seg in st.segments],
         decisions=[asdict(d) for d in run.routing.decisions],
-        units=[{**asdict(u), "cached": r["cached"], "result": r["path"]} for u, r in results],
+        units=[{**asdict(u), "cached": r.cached, "result": r.path} for u, r in results],
         units_computed=computed,
         units_cached=len(results) - computed,
         audio_report=asdict(done.audio) if done.audio else {},

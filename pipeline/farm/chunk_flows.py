@@ -115,6 +115,6 @@ def sync_chunk(job: dict, units: list[dict], expect: dict, record: str) -> dict:
         result = unit_result(spec, info, scan, unit, track, stems[unit.character],
                              expect["film"], expect["weights"], work)
         items.append({"unit": unit.name, "frames": unit.end - unit.start,
-                      "computed": not result["cached"], "path": result["path"]})
+                      "computed": not result.cached, "path": result.path})
     get_run_logger().info("%d units: %d computed", len(items), sum(i["computed"] for i in items))
     return _leave_record(record, items, started)
