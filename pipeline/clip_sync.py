@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from lipdub.pipeline import defaults
 from lipdub.pipeline.audio import (
@@ -35,7 +33,13 @@ from lipdub.pipeline.audio import (
 from lipdub.pipeline.background import in_background
 from lipdub.pipeline.composite import paste_faces
 from lipdub.pipeline.errors import LipdubError
-from lipdub.pipeline.faces.face_plan import FaceOptions, FrameTimes, plan_boxes, scan_video
+from lipdub.pipeline.faces.face_plan import (
+    FaceOptions,
+    FrameTimes,
+    plan_boxes,
+    progress_bar,
+    scan_video,
+)
 from lipdub.pipeline.generator import LipSyncModel, crop_face, resolve_device
 from lipdub.pipeline.media.decode import VideoInfo, probe_video, require_file
 from lipdub.pipeline.media.encode import VideoWriter
@@ -102,10 +106,6 @@ class RunSummary:
     provenance: dict = field(default_factory=dict)
     # Accepted damage of the source (--accept-damaged): [{"frame", "time", "what"}]
     damage: list[dict] = field(default_factory=list)
-
-
-def _progress(enabled: bool | None, **kw) -> tqdm:
-    return tqdm(disable=not (sys.stderr.isatty() if enabled is None else enabled), **kw)
 
 
 def _check_paths(video: Path, audio: Path, output: Path, overwrite: bool) -> None:
@@ -386,7 +386,7 @@ def _render(pictures: Iterator, plan, mel: np.ndarray, chunk_starts, model: LipS
     # each queued frame of a 1080p batch costs 9 MB (source + BGR copy).
     results: queue.Queue = queue.Queue(maxsize=1)
     errors: list[BaseException] = []
-    bar = _progress(options.progress, total=n_frames, desc="lipsync", unit="fr")
+    bar = progress_bar(options.progress, total=n_frames, desc="lipsync", unit="fr")
     batch_size = options.batch_size or model.batch_size
 
     def write_loop():

@@ -10,6 +10,7 @@ lip sync run in this process's task threads, or fan out over the farm's chunk wo
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -206,6 +207,11 @@ class _Run:
 
     def faces(self) -> list[TrackInfo]:
         return [t for ts in self.tracks.values() for t in ts]
+
+    @functools.cached_property
+    def face_names(self) -> dict[tuple[int, int], str]:
+        """(shot, track) -> "face k of N from the left", once the tracks are known."""
+        return describe_faces(self.faces())
 
 
 def _dub_film(job: dict | str) -> dict:
@@ -575,7 +581,7 @@ def _export_timeline(run: _Run, results: list, tags: dict) -> Path:
     from lipdub.pipeline.media.otio_export import Span, build_timeline, write_timeline
 
     spec, info, scan, start_tc = run.spec, run.info, run.scan, run.start_tc
-    faces = describe_faces(run.faces())
+    faces = run.face_names
     out = spec.output.path
     shots = [Span(f"shot {s.index}", s.start, s.end, {"shot": s.index}) for s in scan.shots]
     segments = [Span(u.name, u.start, u.end, {"shot": u.shot, "character": u.character,
@@ -609,7 +615,7 @@ def _summary(run: _Run, results: list, done: Assembly, mix: dict | None, qc: QCO
 
     spec, scan, clock = run.spec, run.scan, run.clock
     computed = sum(1 for _, r in results if not r.cached)
-    faces = describe_faces(run.faces())
+    faces = run.face_names
     return FilmSummary(
         film=str(spec.film),
         output=str(spec.output.path),

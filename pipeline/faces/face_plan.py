@@ -31,6 +31,12 @@ from lipdub.pipeline.media.decode import VideoInfo
 from lipdub.pipeline.media.frames import to_bgr
 
 
+def progress_bar(enabled: bool | None, **kw) -> tqdm:
+    """A tqdm bar for a pass of ``lipdub sync`` (the face scan, the render); ``enabled`` None:
+    shown when stderr is a terminal."""
+    return tqdm(disable=not (sys.stderr.isatty() if enabled is None else enabled), **kw)
+
+
 @dataclass
 class FaceOptions:
     """How faces are found and which one is synced (``lipdub sync``'s face flags)."""
@@ -80,8 +86,7 @@ def scan_video(info: VideoInfo, detect: Callable | None, options: FaceOptions,
     back = (info.width / small_w, info.height / small_h)
     keyframes = KeyframeDetector(detect, options.detect_every, options.refine_iou,
                                  rescale=lambda d: _rescale(d, *back), on_batch=on_batch)
-    shown = sys.stderr.isatty() if options.progress is None else options.progress
-    bar = tqdm(disable=not shown, total=info.frame_count or None, desc="faces", unit="fr")
+    bar = progress_bar(options.progress, total=info.frame_count or None, desc="faces", unit="fr")
     with bar:
         for index, frame in enumerate(info.frames(damage=damage)):
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else index)
